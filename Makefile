@@ -1,0 +1,36 @@
+# ron-kernel — the two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest api clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the live demo (a bus with several receivers, one deliberately slow)
+run: $(STAMP)
+	$(BIN)/python -m ron_kernel._demo
+
+## test: every gate — ruff, mypy --strict, pytest on asyncio + uvloop with coverage, API snapshot
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src
+
+pytest: $(STAMP)
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 -q
+
+## api: regenerate the public API snapshot on purpose (review the diff!)
+api: $(STAMP)
+	$(BIN)/python tools/api_snapshot.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

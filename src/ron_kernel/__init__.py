@@ -1,0 +1,15 @@
+"""ron-kernel: a microkernel for long-lived asyncio services.
+
+The frozen public surface is exactly the names in ``__all__``; everything else lives in
+underscore-private modules, or in the documented extension modules (``ron_kernel.errors``,
+``ron_kernel.bus``, ``ron_kernel.mailbox``, ...).
+"""
+
+from ._bus import Bus as Bus
+from ._events import KernelEvent as KernelEvent
+from ._health import HealthState as HealthState
+from ._metrics import Metrics as Metrics
+
+__all__ = ["Bus", "HealthState", "KernelEvent", "Metrics"]
+
+__version__ = "0.1.0"

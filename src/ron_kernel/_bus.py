@@ -1,0 +1,421 @@
+"""The bounded broadcast bus: one shared ring, a cursor per receiver (tokio broadcast semantics).
+
+Hot path notes (measured by ``python -m ron_kernel.perf.bus_fanout``):
+
+* ``publish`` is O(1) whatever the number of receivers: it writes one ring slot, bumps the tail
+  and, only when some receiver is parked waiting, resolves one shared wake-up future.
+* Counters are plain ints on the bus; :class:`~ron_kernel.Metrics` reads them at scrape time
+  through a custom collector, so no Prometheus call happens per message.
+* Receivers read by index into the shared ring; ``recv_many`` copies a slice in C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .errors import Closed, Empty, Lagged
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._metrics import Metrics
+
+T = TypeVar("T")
+
+DEFAULT_CAPACITY = 4096
+MAX_CAPACITY = 1 << 24
+
+
+class BusStats:
+    """A point-in-time summary of a bus (see :meth:`Bus.stats`)."""
+
+    __slots__ = ("capacity", "closed", "dropped", "lagged", "no_receivers", "published",
+                 "receivers", "retained")
+
+    def __init__(self, **fields: Any) -> None:
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    capacity: int
+    """The ring size."""
+    receivers: int
+    """Receivers alive now."""
+    published: int
+    """Every ``publish`` call, including those with no receivers (``bus_published_total``)."""
+    no_receivers: int
+    """Publishes that found no receiver (``bus_no_receivers_total``)."""
+    dropped: int
+    """Publishes after ``close()`` (``bus_dropped_total``)."""
+    lagged: int
+    """Messages receivers missed because they fell behind (``bus_lagged_total``)."""
+    retained: int
+    """Messages currently held in the ring."""
+    closed: bool
+    """Whether ``close()`` was called."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the statistics as a plain dict (for JSON)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
+        return f"BusStats({inner})"
+
+
+class Bus(Generic[T]):
+    """A bounded, in-process broadcast bus with tokio ``broadcast`` semantics.
+
+    Every message published is seen by every receiver subscribed at that moment, in publish
+    order. The bus keeps the last ``capacity`` messages in one ring shared by all receivers;
+    ``publish`` never blocks and never awaits. A receiver that falls more than ``capacity``
+    messages behind gets :class:`~ron_kernel.errors.Lagged` (with exactly how many it missed)
+    once, then continues from the oldest message still retained.
+
+    All receivers get the **same object**: treat messages as read-only (frozen dataclasses,
+    tuples, bytes, :class:`~ron_kernel.KernelEvent`).
+
+    >>> bus: Bus[str] = Bus(capacity=8)
+    >>> rx = bus.subscribe()
+    >>> bus.publish("hello")
+    1
+    >>> rx.try_recv()
+    'hello'
+
+    Give each task its own receiver (``bus.subscribe()`` or ``rx.resubscribe()``).
+    """
+
+    __slots__ = ("__weakref__", "_capacity", "_closed", "_dropped", "_lagged", "_metrics",
+                 "_no_receivers", "_published", "_receivers", "_ring", "_tail", "_waiter")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, *, metrics: Metrics | None = None) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int):
+            raise ValueError(f"Bus capacity must be an int > 0, got {capacity!r}")
+        if capacity <= 0:
+            raise ValueError(f"Bus capacity must be > 0 (a bus is always bounded), got {capacity}")
+        if capacity > MAX_CAPACITY:
+            raise ValueError(f"Bus capacity must be <= {MAX_CAPACITY}, got {capacity}")
+        self._capacity = capacity
+        self._ring: list[Any] = [None] * capacity
+        self._tail = 0  # total messages written into the ring; next write goes to tail % cap
+        self._receivers = 0
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._published = 0
+        self._no_receivers = 0
+        self._dropped = 0
+        self._lagged = 0
+        self._metrics = metrics
+        if metrics is not None:
+            metrics._attach_bus(self)
+
+    # ---------------------------------------------------------------- publish side
+
+    def publish(self, msg: T) -> int:
+        """Send ``msg`` to every current receiver; return how many there were.
+
+        Never blocks, never awaits, O(1) however many receivers exist. With no receivers it
+        returns 0, counts the publish and keeps nothing. After :meth:`close` it returns 0 and
+        counts ``bus_dropped_total``.
+        """
+        self._published += 1
+        if self._closed:
+            self._dropped += 1
+            return 0
+        receivers = self._receivers
+        if not receivers:
+            self._no_receivers += 1
+            return 0
+        tail = self._tail
+        self._ring[tail % self._capacity] = msg
+        self._tail = tail + 1
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return receivers
+
+    def subscribe(self) -> Receiver[T]:
+        """Return a new receiver that sees every message published from now on."""
+        return Receiver(self, self._tail)
+
+    def close(self) -> None:
+        """Close the bus: receivers drain what is left, then get ``Closed``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+
+    @property
+    def capacity(self) -> int:
+        """How many messages the ring retains."""
+        return self._capacity
+
+    @property
+    def receiver_count(self) -> int:
+        """How many receivers are alive (not closed, not garbage-collected)."""
+        return self._receivers
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def stats(self) -> BusStats:
+        """Return a small snapshot of the bus: capacity, receivers and its counters."""
+        return BusStats(
+            capacity=self._capacity,
+            receivers=self._receivers,
+            published=self._published,
+            no_receivers=self._no_receivers,
+            dropped=self._dropped,
+            lagged=self._lagged,
+            retained=min(self._tail, self._capacity),
+            closed=self._closed,
+        )
+
+    @staticmethod
+    def handle_recv(outcome: T | Lagged | Closed, metrics: Metrics | None) -> T | None:
+        """Turn a receive outcome into a message or ``None`` (spec parity with the Rust kernel).
+
+        A message passes through. A :class:`Lagged` outcome adds its ``missed`` count to
+        ``bus_receiver_lag_total`` and returns ``None``; a :class:`Closed` outcome returns
+        ``None``::
+
+            try:
+                outcome = await rx.recv()
+            except (Lagged, Closed) as exc:
+                outcome = exc
+            msg = Bus.handle_recv(outcome, metrics)
+        """
+        if isinstance(outcome, Lagged):
+            if metrics is not None:
+                metrics._receiver_lag(outcome.missed)
+            return None
+        if isinstance(outcome, Closed):
+            return None
+        return outcome
+
+    def __repr__(self) -> str:
+        return (f"Bus(capacity={self._capacity}, receivers={self._receivers}, "
+                f"published={self._published}, closed={self._closed})")
+
+    # ---------------------------------------------------------------- internals
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wait_future(self) -> asyncio.Future[None]:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+
+class Receiver(Generic[T]):
+    """One reader of a :class:`Bus`: a cursor into the shared ring.
+
+    Not safe to share between tasks; give each task its own (``bus.subscribe()`` or
+    :meth:`resubscribe`). Use it as a context manager or call :meth:`close` when done;
+    a garbage-collected receiver also stops counting.
+    """
+
+    __slots__ = ("__weakref__", "_bus", "_closed", "_next")
+
+    def __init__(self, bus: Bus[T], start: int) -> None:
+        self._bus = bus
+        self._next = start
+        self._closed = False
+        bus._receivers += 1
+
+    # -------------------------------------------------------------- non-waiting reads
+
+    def try_recv(self) -> T:
+        """Return the next message without waiting.
+
+        Raises :class:`Lagged` once when the receiver fell behind (and moves it to the oldest
+        retained message), :class:`Empty` when nothing is there yet, and :class:`Closed` after
+        the bus or this receiver was closed and everything was read.
+        """
+        bus = self._bus
+        nxt = self._next
+        tail = bus._tail
+        if nxt < tail and not self._closed:
+            cap = bus._capacity
+            if tail - nxt > cap:
+                self._lag(tail - cap - nxt)
+            self._next = nxt + 1
+            return bus._ring[nxt % cap]  # type: ignore[no-any-return]
+        if bus._closed or self._closed:
+            raise Closed("the bus is closed and this receiver has read everything")
+        raise Empty("no message available yet")
+
+    def try_recv_many(self, limit: int | None = None) -> list[T]:
+        """Return every message available now (at most ``limit``), ``[]`` when there is none.
+
+        Raises :class:`Lagged` first when the receiver fell behind, and :class:`Closed` after
+        close once everything was read.
+        """
+        bus = self._bus
+        nxt = self._next
+        tail = bus._tail
+        if nxt < tail and not self._closed:
+            return self._take(nxt, tail, limit)
+        if bus._closed or self._closed:
+            raise Closed("the bus is closed and this receiver has read everything")
+        return []
+
+    # -------------------------------------------------------------- waiting reads
+
+    async def recv(self) -> T:
+        """Wait for and return the next message.
+
+        Raises :class:`Lagged` once when the receiver fell behind, then continues from the oldest
+        retained message; raises :class:`Closed` after close once everything was read.
+        Cancel-safe: a cancelled ``recv`` consumes nothing.
+        """
+        bus = self._bus
+        while True:
+            nxt = self._next
+            tail = bus._tail
+            if nxt < tail and not self._closed:
+                cap = bus._capacity
+                if tail - nxt > cap:
+                    self._lag(tail - cap - nxt)
+                self._next = nxt + 1
+                return bus._ring[nxt % cap]  # type: ignore[no-any-return]
+            if bus._closed or self._closed:
+                raise Closed("the bus is closed and this receiver has read everything")
+            await _park(bus)
+
+    async def recv_many(self, limit: int | None = None) -> list[T]:
+        """Wait until at least one message is available, then return all of them (up to ``limit``).
+
+        The batch fast path: one wake-up and one slice copy for many messages. Raises
+        :class:`Lagged` first when the receiver fell behind; :class:`Closed` after close once
+        everything was read.
+        """
+        bus = self._bus
+        while True:
+            nxt = self._next
+            tail = bus._tail
+            if nxt < tail and not self._closed:
+                return self._take(nxt, tail, limit)
+            if bus._closed or self._closed:
+                raise Closed("the bus is closed and this receiver has read everything")
+            await _park(bus)
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        """Yield messages until Closed; lag is skipped and counted in ``bus_receiver_lag_total``."""
+        metrics = self._bus._metrics
+        while True:
+            try:
+                msg = await self.recv()
+            except Lagged as lag:
+                if metrics is not None:
+                    metrics._receiver_lag(lag.missed)
+                continue
+            except Closed:
+                return
+            yield msg
+
+    # -------------------------------------------------------------- lifecycle
+
+    def resubscribe(self) -> Receiver[T]:
+        """Return a new receiver on the same bus, starting at the current tail."""
+        return self._bus.subscribe()
+
+    def close(self) -> None:
+        """Stop receiving: the receiver no longer counts and further reads raise ``Closed``."""
+        if not self._closed:
+            self._closed = True
+            self._bus._receivers -= 1
+
+    @property
+    def closed(self) -> bool:
+        """Whether this receiver was closed."""
+        return self._closed
+
+    def __len__(self) -> int:
+        """Messages published since this receiver's cursor that it has not read yet.
+
+        Like tokio's ``Receiver::len``: it may exceed what is retained when the receiver lagged.
+        """
+        if self._closed:
+            return 0
+        return self._bus._tail - self._next
+
+    def __enter__(self) -> Receiver[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A forgotten receiver must not keep counting as a live subscriber.
+        try:
+            if not self._closed:
+                self._closed = True
+                self._bus._receivers -= 1
+        except AttributeError:  # pragma: no cover - partially constructed
+            pass
+
+    def __repr__(self) -> str:
+        return f"Receiver(unread={len(self)}, closed={self._closed})"
+
+    # -------------------------------------------------------------- internals
+
+    def _lag(self, missed: int) -> None:
+        bus = self._bus
+        bus._lagged += missed
+        self._next = bus._tail - bus._capacity
+        raise Lagged(missed)
+
+    def _take(self, nxt: int, tail: int, limit: int | None) -> list[T]:
+        bus = self._bus
+        cap = bus._capacity
+        if tail - nxt > cap:
+            self._lag(tail - cap - nxt)
+        if limit is not None:
+            if limit <= 0:
+                raise ValueError(f"limit must be > 0 or None, got {limit}")
+            if tail - nxt > limit:
+                tail = nxt + limit
+        self._next = tail
+        ring = bus._ring
+        start = nxt % cap
+        end = start + (tail - nxt)
+        if end <= cap:
+            return ring[start:end]
+        return ring[start:] + ring[: end - cap]
+
+
+async def _park(bus: Bus[Any]) -> None:
+    """Wait for the next publish or close on ``bus``.
+
+    All parked receivers share one future, so ``publish`` wakes them with a single
+    ``set_result``. When one waiting task is cancelled, asyncio cancels that shared future too;
+    the other waiters see a spurious ``CancelledError`` that is not theirs and simply re-check.
+    """
+    waiter = bus._wait_future()
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # Someone else's cancellation resolved our shared future: re-check the ring.

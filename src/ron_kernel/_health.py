@@ -1,0 +1,201 @@
+"""HealthState: per-service readiness plus the kernel's own prerequisites."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+    from ._metrics import Metrics
+
+PQ_MODES = ("off", "hybrid", "pq-only")
+# Postures a service may report; "classical" means no PQ key exchange was negotiated.
+PQ_POSTURES = ("classical", "hybrid", "pq-only")
+
+PQ_UNAVAILABLE = "pq_required_but_unavailable"
+
+
+class HealthState:
+    """Readiness of the process: every registered service ready, every prerequisite met.
+
+    Services report with :meth:`set`. The kernel adds prerequisites (``"config"``,
+    ``"bus_attached"``) that must be :meth:`satisfy`-ed, marks quarantined children, and applies
+    the PQ policy. :meth:`all_ready` is ``False`` while nothing is registered.
+
+    Every change is O(1), never blocks and never awaits. When a bus is attached
+    (:meth:`attach_bus`), each change of a service's readiness publishes
+    ``KernelEvent.Health(service, ok)``.
+    """
+
+    def __init__(self, *, amnesia: bool = False, pq_mode: str = "off", pq_required: bool = False,
+                 prerequisites: Iterable[str] = ()) -> None:
+        if pq_mode not in PQ_MODES:
+            raise ValueError(f"pq_mode must be one of {PQ_MODES}, got {pq_mode!r}")
+        self._services: dict[str, bool] = {}
+        self._not_ready = 0
+        self._unmet: dict[str, None] = dict.fromkeys(prerequisites)
+        self._quarantined: dict[str, None] = {}
+        self._pq_posture: dict[str, str] = {}
+        self._pq_classical: dict[str, None] = {}
+        self._amnesia = amnesia
+        self._pq_mode = pq_mode
+        self._pq_required = pq_required
+        self._bus: Bus[Any] | None = None
+        self._metrics: Metrics | None = None
+
+    # ------------------------------------------------------------------ services
+
+    def set(self, service: str, ok: bool) -> None:
+        """Record whether ``service`` is ready. Registers it on first use."""
+        ok = bool(ok)
+        previous = self._services.get(service)
+        if previous is ok:
+            return
+        self._services[service] = ok
+        if previous is None:
+            self._not_ready += 0 if ok else 1
+        else:
+            self._not_ready += -1 if ok else 1
+        if not ok:
+            self._degraded("service")
+        elif self._pq_required and service not in self._pq_posture and self._metrics:
+            self._metrics._kernel.pq_posture_missing_total.inc()
+        self._publish(service, ok)
+
+    def remove(self, service: str) -> None:
+        """Forget ``service`` (it no longer counts for readiness)."""
+        ok = self._services.pop(service, None)
+        if ok is False:
+            self._not_ready -= 1
+        self._pq_posture.pop(service, None)
+        self._pq_classical.pop(service, None)
+
+    # ------------------------------------------------------------------ kernel prerequisites
+
+    def require(self, prerequisite: str) -> None:
+        """Add a prerequisite that must be satisfied before the process is ready."""
+        self._unmet.setdefault(prerequisite, None)
+
+    def satisfy(self, prerequisite: str, ok: bool = True) -> None:
+        """Mark a prerequisite met (``ok=True``) or unmet again (``ok=False``)."""
+        if ok:
+            self._unmet.pop(prerequisite, None)
+        elif prerequisite not in self._unmet:
+            self._unmet[prerequisite] = None
+            self._degraded(prerequisite)
+
+    def attach_bus(self, bus: Bus[Any]) -> None:
+        """Publish ``KernelEvent.Health`` on ``bus`` from now on; satisfies ``"bus_attached"``."""
+        self._bus = bus
+        self.satisfy("bus_attached")
+
+    def quarantine(self, service: str, on: bool = True) -> None:
+        """Mark ``service`` quarantined (readiness degrades) or released (``on=False``)."""
+        if on:
+            if service not in self._quarantined:
+                self._quarantined[service] = None
+                self._degraded("quarantined")
+        else:
+            self._quarantined.pop(service, None)
+
+    # ------------------------------------------------------------------ PQ posture (pass-through)
+
+    def configure_pq(self, mode: str, required: bool) -> None:
+        """Apply the PQ policy of the config (``pq.mode``, ``pq.require_pq``)."""
+        if mode not in PQ_MODES:
+            raise ValueError(f"pq.mode must be one of {PQ_MODES}, got {mode!r}")
+        was_ok = self._pq_ok()
+        self._pq_mode = mode
+        self._pq_required = bool(required)
+        if was_ok and not self._pq_ok():
+            self._degraded(PQ_UNAVAILABLE)
+
+    def report_pq_posture(self, service: str, posture: str, *, kex: str = "x25519",
+                          role: str = "server") -> None:
+        """Record the PQ posture ``service`` negotiated: ``classical``, ``hybrid`` or ``pq-only``.
+
+        The kernel does no crypto: this only records what the service says. With
+        ``require_pq`` on, a ``classical`` posture degrades readiness with
+        ``pq_required_but_unavailable`` and counts ``pq_downgrade_events_total``.
+        """
+        if posture not in PQ_POSTURES:
+            raise ValueError(f"PQ posture must be one of {PQ_POSTURES}, got {posture!r}")
+        self._pq_posture[service] = posture
+        metrics = self._metrics
+        if metrics is not None:
+            mode = "off" if posture == "classical" else posture
+            metrics._kernel.pq_handshake_total.inc(mode, kex, role)
+        if posture == "classical":
+            was_ok = self._pq_ok()
+            self._pq_classical[service] = None
+            if self._pq_required:
+                if metrics is not None:
+                    metrics._kernel.pq_downgrade_events_total.inc("classical_negotiated")
+                from ._logging import get_logger
+
+                get_logger("health").warning(
+                    "pq_downgrade_detected", reason=PQ_UNAVAILABLE, peer=service,
+                    required=self._pq_mode, negotiated="classical")
+                if was_ok:
+                    self._degraded(PQ_UNAVAILABLE)
+        else:
+            self._pq_classical.pop(service, None)
+
+    # ------------------------------------------------------------------ queries
+
+    def all_ready(self) -> bool:
+        """True when at least one service is registered and nothing is missing. O(1)."""
+        return (
+            bool(self._services)
+            and not self._not_ready
+            and not self._unmet
+            and not self._quarantined
+            and self._pq_ok()
+        )
+
+    def missing(self) -> list[str]:
+        """Why the process is not ready: stable, human-readable reasons (empty when ready)."""
+        reasons = list(self._unmet)
+        if not self._services:
+            reasons.append("no_services")
+        reasons.extend(f"service:{name}" for name, ok in self._services.items() if not ok)
+        reasons.extend(f"quarantined:{name}" for name in self._quarantined)
+        if not self._pq_ok():
+            reasons.append(PQ_UNAVAILABLE)
+        return reasons
+
+    def snapshot(self) -> Mapping[str, Any]:
+        """Return a JSON-ready view: services, ready, missing, amnesia, pq_mode, pq_required."""
+        missing = self.missing()
+        return {
+            "services": dict(self._services),
+            "ready": not missing,
+            "missing": missing,
+            "amnesia": "on" if self._amnesia else "off",
+            "pq_mode": self._pq_mode,
+            "pq_required": self._pq_required,
+            "pq_posture": dict(self._pq_posture),
+        }
+
+    def __repr__(self) -> str:
+        return f"HealthState(ready={self.all_ready()}, missing={self.missing()!r})"
+
+    # ------------------------------------------------------------------ internals
+
+    def _pq_ok(self) -> bool:
+        return not (self._pq_required and self._pq_classical)
+
+    def _bind_metrics(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def _degraded(self, cause: str) -> None:
+        if self._metrics is not None:
+            self._metrics._kernel.readiness_degraded_total.inc(cause)
+
+    def _publish(self, service: str, ok: bool) -> None:
+        bus = self._bus
+        if bus is not None:
+            from ._events import KernelEvent
+
+            bus.publish(KernelEvent.Health(service=service, ok=ok))

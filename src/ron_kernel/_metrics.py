@@ -1,0 +1,290 @@
+"""Metrics: a private Prometheus registry per kernel, fed by plain counters.
+
+Kernel counters are plain Python ints and dicts updated in place; a custom collector turns them
+into Prometheus families only when someone scrapes (``render()`` or ``/metrics``). That keeps
+``prometheus_client`` off the per-message hot path (see docs/PERFORMANCE.md for the measured
+difference) and lets every kernel series carry the current ``amnesia`` label.
+"""
+
+from __future__ import annotations
+
+import bisect
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ._health import HealthState
+
+if TYPE_CHECKING:
+    from ._bus import Bus
+
+
+# A modest bucket set (PERFORMANCE.md §4: too many buckets cost CPU and scrape size):
+# 100 µs .. 10 s, the range of every kernel operation we time.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+)
+
+
+class LabeledCounter:
+    """A counter family kept as a dict of plain numbers, one per label-value tuple."""
+
+    __slots__ = ("help", "labelnames", "name", "values")
+
+    def __init__(self, name: str, help: str, labelnames: tuple[str, ...] = (),
+                 preset: Iterable[tuple[str, ...]] = ()) -> None:
+        self.name = name
+        self.help = help
+        self.labelnames = labelnames
+        self.values: dict[tuple[str, ...], float] = {key: 0.0 for key in preset}
+        if not labelnames:
+            self.values[()] = 0.0
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        """Add ``amount`` to the series with these label values."""
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def get(self, *labels: str) -> float:
+        """Current value of one series (0 when never touched)."""
+        return self.values.get(labels, 0.0)
+
+    def total(self) -> float:
+        """Sum over every series."""
+        return sum(self.values.values())
+
+
+class LabeledGauge(LabeledCounter):
+    """A gauge family kept as a dict of plain numbers."""
+
+    __slots__ = ()
+
+    def set(self, *labels: str, value: float) -> None:
+        """Set the series with these label values."""
+        self.values[labels] = value
+
+    def remove(self, *labels: str) -> None:
+        """Drop one series (e.g. a child that no longer exists)."""
+        self.values.pop(labels, None)
+
+
+class LabeledHistogram:
+    """A histogram family with a fixed bucket set, kept as plain lists."""
+
+    __slots__ = ("buckets", "help", "labelnames", "name", "series")
+
+    def __init__(self, name: str, help: str, labelnames: tuple[str, ...],
+                 buckets: tuple[float, ...] = LATENCY_BUCKETS,
+                 preset: Iterable[tuple[str, ...]] = ()) -> None:
+        self.name = name
+        self.help = help
+        self.labelnames = labelnames
+        self.buckets = buckets
+        # per series: [count per bucket (+Inf last)], then sum
+        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        for key in preset:
+            self._get(key)
+
+    def _get(self, labels: tuple[str, ...]) -> tuple[list[int], list[float]]:
+        entry = self.series.get(labels)
+        if entry is None:
+            entry = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        return entry
+
+    def observe(self, *labels: str, value: float) -> None:
+        """Record one observation (seconds) in the series with these label values."""
+        counts, total = self._get(labels)
+        counts[bisect.bisect_left(self.buckets, value)] += 1
+        total[0] += value
+
+    def count(self, *labels: str) -> int:
+        """How many observations the series holds."""
+        entry = self.series.get(labels)
+        return sum(entry[0]) if entry else 0
+
+
+class KernelMetrics:
+    """Every series the kernel itself maintains (the golden set and the concurrency set).
+
+    Kernel parts update these directly; :class:`Metrics` exports them.
+    """
+
+    def __init__(self) -> None:
+        c, g, h = LabeledCounter, LabeledGauge, LabeledHistogram
+        self.service_restarts_total = c(
+            "service_restarts_total", "Restarts of supervised children.", ("service",))
+        self.request_latency_seconds = h(
+            "request_latency_seconds", "Latency of kernel operations.", ("op",),
+            preset=[("config_reload",), ("bus_publish",), ("readyz",)])
+        self.busy_rejections_total = c(
+            "busy_rejections_total", "Sends rejected at once because a bounded queue was full.",
+            ("queue",))
+        self.queue_dropped_total = c(
+            "queue_dropped_total", "Items a queue discarded (closed with items, or late replies).",
+            ("queue",))
+        self.tasks_spawned_total = c(
+            "tasks_spawned_total", "Tasks the kernel started.", ("kind",))
+        self.tasks_aborted_total = c(
+            "tasks_aborted_total", "Tasks the kernel cancelled or abandoned at a deadline.",
+            ("kind",))
+        self.io_timeouts_total = c(
+            "io_timeouts_total", "Operations that hit their deadline.", ("op",))
+        self.backoff_retries_total = c(
+            "backoff_retries_total", "Retries made after a backoff wait.", ("op",))
+        self.readiness_degraded_total = c(
+            "readiness_degraded_total", "Times readiness lost a prerequisite, by cause.",
+            ("cause",))
+        self.config_reloads_total = c(
+            "config_reloads_total", "Config reload attempts by outcome.", ("outcome",),
+            preset=[("applied",), ("rejected",)])
+        self.pq_handshake_total = c(
+            "pq_handshake_total", "PQ postures reported by services (pass-through).",
+            ("mode", "kex", "role"), preset=[("off", "x25519", "server")])
+        self.pq_downgrade_events_total = c(
+            "pq_downgrade_events_total",
+            "Classical postures reported while PQ was required.", ("reason",),
+            preset=[("classical_negotiated",)])
+        self.pq_posture_missing_total = c(
+            "pq_posture_missing_total", "Ready services that never reported a PQ posture.")
+        self.supervisor_quarantined = g(
+            "supervisor_quarantined", "1 while a supervised child is quarantined.", ("service",))
+        self.config_version = g("config_version", "Version of the applied config snapshot.")
+
+    def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
+        """Every family, in export order."""
+        for value in vars(self).values():
+            if isinstance(value, LabeledCounter | LabeledHistogram):
+                yield value
+
+
+class Metrics:
+    """The kernel's metrics: a private Prometheus registry plus the kernel's own series.
+
+    Each instance has its own ``prometheus_client.CollectorRegistry`` (``m.registry``), so two
+    kernels in one process, or two tests, never see each other's numbers. Register your own
+    service metrics on ``m.registry`` to have them served on the same ``/metrics``.
+
+    Every kernel series carries ``amnesia="on"|"off"``.
+    """
+
+    def __init__(self, *, amnesia: bool = False, health: HealthState | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._amnesia = amnesia
+        self._kernel = KernelMetrics()
+        self._buses: list[Bus[Any]] = []
+        self._mailboxes: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._receiver_lag_total = 0
+        self._served = False
+        self._health = health if health is not None else HealthState(amnesia=amnesia)
+        self._health._bind_metrics(self)
+        self.registry.register(_KernelCollector(self))
+
+    @property
+    def health(self) -> HealthState:
+        """The :class:`HealthState` that ``/readyz`` reports."""
+        return self._health
+
+    @property
+    def amnesia(self) -> bool:
+        """Whether amnesia mode is on (the ``amnesia`` label of every kernel series)."""
+        return self._amnesia
+
+    def render(self) -> bytes:
+        """Return the Prometheus text exposition (format 0.0.4) of everything registered."""
+        return generate_latest(self.registry)
+
+    # ------------------------------------------------------------- package-internal hooks
+
+    def _set_amnesia(self, on: bool) -> None:
+        self._amnesia = on
+        self._health._amnesia = on
+
+    def _attach_bus(self, bus: Bus[Any]) -> None:
+        self._buses.append(bus)
+
+    def _attach_mailbox(self, mailbox: Any) -> None:
+        self._mailboxes.add(mailbox)
+
+    def _receiver_lag(self, missed: int) -> None:
+        self._receiver_lag_total += missed
+
+
+class _KernelCollector(Collector):
+    """Turns the plain counters of a :class:`Metrics` into Prometheus families at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = weakref.ref(metrics)
+
+    def collect(self) -> Iterable[Metric]:
+        m = self._metrics()
+        if m is None:
+            return []
+        amnesia = "on" if m._amnesia else "off"
+        out: list[Metric] = []
+
+        buses = m._buses
+        bus_series = (
+            ("bus_published_total", "Messages published on the bus (with or without receivers).",
+             sum(b._published for b in buses)),
+            ("bus_no_receivers_total", "Publishes that found no receiver.",
+             sum(b._no_receivers for b in buses)),
+            ("bus_dropped_total", "Publishes refused because the bus was closed.",
+             sum(b._dropped for b in buses)),
+            ("bus_lagged_total", "Messages receivers missed because they fell behind (overflow).",
+             sum(b._lagged for b in buses)),
+            ("bus_receiver_lag_total",
+             "Missed messages reported through Bus.handle_recv or skipped by async iteration.",
+             m._receiver_lag_total),
+        )
+        for name, doc, value in bus_series:
+            bus_family = CounterMetricFamily(name, doc, labels=("amnesia",))
+            bus_family.add_metric((amnesia,), value)
+            out.append(bus_family)
+
+        depth = GaugeMetricFamily("queue_depth", "Items waiting in a mailbox (sampled at scrape).",
+                                  labels=("queue", "amnesia"))
+        depths: dict[str, int] = {}
+        for mailbox in list(m._mailboxes):
+            depths[mailbox.name] = depths.get(mailbox.name, 0) + len(mailbox)
+        for queue, value in sorted(depths.items()):
+            depth.add_metric((queue, amnesia), value)
+        out.append(depth)
+
+        for family in m._kernel.families():
+            labels = (*family.labelnames, "amnesia")
+            if isinstance(family, LabeledHistogram):
+                hist = HistogramMetricFamily(family.name, family.help, labels=labels)
+                for key, (counts, total) in sorted(family.series.items()):
+                    running = 0.0
+                    buckets: list[tuple[str, float]] = []
+                    for bound, n in zip((*family.buckets, float("inf")), counts, strict=True):
+                        running += n
+                        buckets.append((_bound(bound), running))
+                    hist.add_metric((*key, amnesia), buckets, total[0])
+                out.append(hist)
+                continue
+            name = family.name
+            if isinstance(family, LabeledGauge):
+                fam: GaugeMetricFamily | CounterMetricFamily = GaugeMetricFamily(
+                    name, family.help, labels=labels)
+            else:
+                fam = CounterMetricFamily(name, family.help, labels=labels)
+            for key, number in sorted(family.values.items()):
+                fam.add_metric((*key, amnesia), number)
+            out.append(fam)
+        return out
+
+
+def _bound(value: float) -> str:
+    if value == float("inf"):
+        return "+Inf"
+    return repr(value)

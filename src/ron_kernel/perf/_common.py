@@ -1,0 +1,89 @@
+"""Shared helpers of the perf rigs: percentiles, machine info, JSON output, common flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def percentiles(
+    samples: Sequence[float], points: Sequence[float] = (50, 95, 99)
+) -> dict[str, float]:
+    """Return ``{"p50": ..., "p95": ..., "p99": ...}`` (nearest-rank) of ``samples``."""
+    if not samples:
+        return {f"p{int(p) if float(p).is_integer() else p}": float("nan") for p in points}
+    ordered = sorted(samples)
+    out: dict[str, float] = {}
+    for p in points:
+        rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+        key = f"p{int(p) if float(p).is_integer() else p}"
+        out[key] = ordered[rank]
+    out["mean"] = statistics.fmean(ordered)
+    out["max"] = ordered[-1]
+    return out
+
+
+def loop_versions() -> dict[str, str | None]:
+    """Versions of the event loops the rigs can use."""
+    try:
+        import uvloop
+
+        uv: str | None = uvloop.__version__
+    except ImportError:  # pragma: no cover
+        uv = None
+    return {"asyncio": platform.python_version(), "uvloop": uv}
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, Python and loop versions recorded with every result."""
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loops": loop_versions(),
+    }
+
+
+def new_loop(flavor: str) -> Any:
+    """Return a new event loop of ``flavor`` ("asyncio" or "uvloop")."""
+    import asyncio
+
+    if flavor == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    if flavor != "asyncio":
+        raise ValueError(f"unknown loop flavor {flavor!r}; expected asyncio or uvloop")
+    return asyncio.new_event_loop()
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the flags every rig shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", metavar="FILE", type=Path,
+                        help="write machine-readable results to FILE")
+    parser.add_argument("--quick", action="store_true",
+                        help="short run (seconds, for smoke tests and the regression gate)")
+    parser.add_argument("--loops", default="asyncio,uvloop",
+                        help="comma-separated loop flavors to measure (default: both)")
+    return parser
+
+
+def write_json(path: Path | None, rig: str, results: dict[str, Any]) -> dict[str, Any]:
+    """Wrap ``results`` with the rig name and machine info; write it to ``path`` when given."""
+    doc = {"rig": rig, "machine": machine_info(), "results": results}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    return doc
