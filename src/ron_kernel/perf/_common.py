@@ -33,11 +33,11 @@ def percentiles(
 
 def loop_versions() -> dict[str, str | None]:
     """Versions of the event loops the rigs can use."""
-    try:
-        import uvloop
+    from importlib.metadata import PackageNotFoundError, version
 
-        uv: str | None = uvloop.__version__
-    except ImportError:  # pragma: no cover
+    try:
+        uv: str | None = version("uvloop")
+    except PackageNotFoundError:  # pragma: no cover
         uv = None
     return {"asyncio": platform.python_version(), "uvloop": uv}
 
