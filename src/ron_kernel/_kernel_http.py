@@ -1,0 +1,69 @@
+"""The kernel's extra HTTP endpoints: ``GET /status`` and ``GET /events`` (NDJSON stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ._bus import Bus
+from ._events import KernelEvent
+from .errors import Closed, Lagged
+
+# Each /events client gets its own receiver on the kernel bus: a slow client only lags itself.
+EVENTS_CONTENT_TYPE = "application/x-ndjson"
+
+
+def status_handler(status: Callable[[], Mapping[str, Any]]) -> Callable[[web.Request], Any]:
+    """Return a handler answering ``GET /status`` with ``status()`` as JSON."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = orjson.dumps(status(), option=orjson.OPT_NON_STR_KEYS, default=str)
+        return web.Response(body=body, content_type="application/json")
+
+    return handle
+
+
+def events_handler(bus: Bus[KernelEvent],
+                   streams: set[web.StreamResponse] | None = None) -> Callable[[web.Request], Any]:
+    """Return a handler streaming every KernelEvent on ``bus`` as newline-delimited JSON.
+
+    Lines have the flat INTEROP §2.2 shape (``{"type":"Health","service":...,"ok":true}``).
+    When the client falls behind by more than the bus capacity it gets one line
+    ``{"type":"Lagged","missed":N}`` and continues from the oldest retained event. The stream
+    ends after the bus is closed and everything was sent.
+    """
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if bus.closed:
+            raise web.HTTPServiceUnavailable(text='{"error":"the kernel is shutting down"}',
+                                             content_type="application/json")
+        rx = bus.subscribe()
+        resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
+        resp.content_type = EVENTS_CONTENT_TYPE
+        await resp.prepare(request)
+        if streams is not None:
+            streams.add(resp)
+        try:
+            with rx:
+                while True:
+                    try:
+                        batch = await rx.recv_many(256)
+                    except Lagged as lag:
+                        await resp.write(b'{"type":"Lagged","missed":%d}\n' % lag.missed)
+                        continue
+                    except Closed:
+                        break
+                    await resp.write(
+                        b"".join(ev.to_json().encode() + b"\n" for ev in batch))
+            await resp.write_eof()
+        except (ConnectionResetError, ConnectionError):
+            pass  # the client went away; its receiver is closed by the with-block
+        finally:
+            if streams is not None:
+                streams.discard(resp)
+        return resp
+
+    return handle
