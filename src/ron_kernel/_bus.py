@@ -338,7 +338,11 @@ class Receiver(Generic[T]):
         """Stop receiving: the receiver no longer counts and further reads raise ``Closed``."""
         if not self._closed:
             self._closed = True
-            self._bus._receivers -= 1
+            bus = self._bus
+            bus._receivers -= 1
+            # A task parked in this receiver's recv must see Closed now, not at the next publish;
+            # the other parked receivers just re-check and park again.
+            bus._wake()
 
     @property
     def closed(self) -> bool:
@@ -409,13 +413,16 @@ async def _park(bus: Bus[Any]) -> None:
 
     All parked receivers share one future, so ``publish`` wakes them with a single
     ``set_result``. When one waiting task is cancelled, asyncio cancels that shared future too;
-    the other waiters see a spurious ``CancelledError`` that is not theirs and simply re-check.
+    the other waiters see a ``CancelledError`` that is not theirs and simply re-check. Whether it
+    is ours is decided by our task's ``cancelling()`` count going up while we waited, so a task
+    that once swallowed a cancellation (count stuck above 0) is not fooled either.
     """
     waiter = bus._wait_future()
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
     try:
         await waiter
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if task is None or task.cancelling() > before:
             raise
         # Someone else's cancellation resolved our shared future: re-check the ring.
