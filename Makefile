@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest api clean
+.PHONY: run test lint typecheck pytest api spin fuzz fuzz-smoke clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,18 @@ pytest: $(STAMP)
 ## api: regenerate the public API snapshot on purpose (review the diff!)
 api: $(STAMP)
 	$(BIN)/python tools/api_snapshot.py
+
+## spin: model-check the Promela models of the bus and the supervisor (specs/)
+spin:
+	specs/check.sh
+
+## fuzz: run every atheris target (FUZZ_SECONDS in all, default 600); crashes land in fuzz/regressions/
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+
+fuzz-smoke: $(STAMP)
+	$(BIN)/python fuzz/run.py --seconds 60
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
