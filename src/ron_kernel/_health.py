@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
 PQ_MODES = ("off", "hybrid", "pq-only")
 # Postures a service may report; "classical" means no PQ key exchange was negotiated.
 PQ_POSTURES = ("classical", "hybrid", "pq-only")
+# Strength order of postures: a posture satisfies a policy when its rank reaches the policy's.
+_PQ_RANK = {"classical": 0, "off": 0, "hybrid": 1, "pq-only": 2}
 
 PQ_UNAVAILABLE = "pq_required_but_unavailable"
 
@@ -19,13 +22,26 @@ PQ_UNAVAILABLE = "pq_required_but_unavailable"
 class HealthState:
     """Readiness of the process: every registered service ready, every prerequisite met.
 
-    Services report with :meth:`set`. The kernel adds prerequisites (``"config"``,
-    ``"bus_attached"``) that must be :meth:`satisfy`-ed, marks quarantined children, and applies
-    the PQ policy. :meth:`all_ready` is ``False`` while nothing is registered.
+    Services report with :meth:`set`. The kernel adds prerequisites that must be
+    :meth:`satisfy`-ed, marks quarantined children (:meth:`quarantine`), and applies the PQ policy
+    (:meth:`configure_pq`, :meth:`report_pq_posture`). :meth:`all_ready` is ``False`` while nothing
+    is registered.
 
-    Every change is O(1), never blocks and never awaits. When a bus is attached
-    (:meth:`attach_bus`), each change of a service's readiness publishes
-    ``KernelEvent.Health(service, ok)``.
+    A bare ``HealthState()`` has no prerequisites: it is ready once every service it knows is
+    ready. The kernel builds its own with ``prerequisites=("config", "bus_attached")`` and
+    satisfies them as it starts; pass ``prerequisites=`` (or call :meth:`require`) to do the same.
+
+    Every change is O(1) in the number of services (a PQ policy change re-checks the reported
+    postures once), never blocks and never awaits. When a bus is attached (:meth:`attach_bus`),
+    each change of a service's readiness publishes ``KernelEvent.Health(service, ok)``.
+
+    Example::
+
+        h = HealthState(prerequisites=("config",))
+        h.set("svc-a", True)
+        h.missing()        # ["config"]
+        h.satisfy("config")
+        h.all_ready()      # True
     """
 
     def __init__(self, *, amnesia: bool = False, pq_mode: str = "off", pq_required: bool = False,
@@ -37,17 +53,23 @@ class HealthState:
         self._unmet: dict[str, None] = dict.fromkeys(prerequisites)
         self._quarantined: dict[str, None] = {}
         self._pq_posture: dict[str, str] = {}
-        self._pq_classical: dict[str, None] = {}
+        # services whose reported posture is weaker than the policy asks (only while required)
+        self._pq_short: dict[str, None] = {}
         self._amnesia = amnesia
         self._pq_mode = pq_mode
-        self._pq_required = pq_required
+        self._pq_required = bool(pq_required)
         self._bus: Bus[Any] | None = None
         self._metrics: Metrics | None = None
 
     # ------------------------------------------------------------------ services
 
     def set(self, service: str, ok: bool) -> None:
-        """Record whether ``service`` is ready. Registers it on first use."""
+        """Record whether ``service`` is ready. Registers it on first use.
+
+        O(1), never blocks. A change publishes ``KernelEvent.Health`` on the attached bus. A
+        service turning ready while PQ is required, without having reported its posture, counts
+        ``pq_posture_missing_total``.
+        """
         ok = bool(ok)
         previous = self._services.get(service)
         if previous is ok:
@@ -59,22 +81,22 @@ class HealthState:
             self._not_ready += -1 if ok else 1
         if not ok:
             self._degraded("service")
-        elif self._pq_required and service not in self._pq_posture and self._metrics:
-            self._metrics._kernel.pq_posture_missing_total.inc()
+        elif self._pq_required and service not in self._pq_posture:
+            self._posture_missing(service)
         self._publish(service, ok)
 
     def remove(self, service: str) -> None:
-        """Forget ``service`` (it no longer counts for readiness)."""
+        """Forget ``service`` (it no longer counts for readiness, nor its PQ posture)."""
         ok = self._services.pop(service, None)
         if ok is False:
             self._not_ready -= 1
         self._pq_posture.pop(service, None)
-        self._pq_classical.pop(service, None)
+        self._pq_short.pop(service, None)
 
     # ------------------------------------------------------------------ kernel prerequisites
 
     def require(self, prerequisite: str) -> None:
-        """Add a prerequisite that must be satisfied before the process is ready."""
+        """Add a prerequisite (e.g. ``"config"``) that must be met before the process is ready."""
         self._unmet.setdefault(prerequisite, None)
 
     def satisfy(self, prerequisite: str, ok: bool = True) -> None:
@@ -102,12 +124,27 @@ class HealthState:
     # ------------------------------------------------------------------ PQ posture (pass-through)
 
     def configure_pq(self, mode: str, required: bool) -> None:
-        """Apply the PQ policy of the config (``pq.mode``, ``pq.require_pq``)."""
+        """Apply the PQ policy of the config (``pq.mode``, ``pq.require_pq``).
+
+        With ``required`` on, a service is acceptable when its reported posture is at least as
+        strong as ``mode`` (``classical`` < ``hybrid`` < ``pq-only``; with ``mode="off"`` any PQ
+        posture will do). Turning the requirement on re-checks every reported posture once and
+        counts ``pq_posture_missing_total`` for each ready service that never reported one.
+        """
         if mode not in PQ_MODES:
             raise ValueError(f"pq.mode must be one of {PQ_MODES}, got {mode!r}")
         was_ok = self._pq_ok()
+        newly_required = bool(required) and not self._pq_required
         self._pq_mode = mode
         self._pq_required = bool(required)
+        self._pq_short = {
+            service: None for service, posture in self._pq_posture.items()
+            if self._pq_required and not self._posture_enough(posture)
+        }
+        if newly_required:
+            for service, ok in self._services.items():
+                if ok and service not in self._pq_posture:
+                    self._posture_missing(service)
         if was_ok and not self._pq_ok():
             self._degraded(PQ_UNAVAILABLE)
 
@@ -115,9 +152,13 @@ class HealthState:
                           role: str = "server") -> None:
         """Record the PQ posture ``service`` negotiated: ``classical``, ``hybrid`` or ``pq-only``.
 
-        The kernel does no crypto: this only records what the service says. With
-        ``require_pq`` on, a ``classical`` posture degrades readiness with
-        ``pq_required_but_unavailable`` and counts ``pq_downgrade_events_total``.
+        This is the one call services make; the kernel does no crypto and only records what the
+        service says. It counts ``pq_handshake_total{mode,kex,role}``. With ``require_pq`` on, a
+        posture weaker than the policy degrades readiness with ``pq_required_but_unavailable``,
+        counts ``pq_downgrade_events_total{reason="<posture>_negotiated"}`` and logs
+        ``pq_downgrade_detected``. A later, strong enough report clears it. O(1).
+
+        Raises ``ValueError`` naming the value when ``posture`` is not one of the three.
         """
         if posture not in PQ_POSTURES:
             raise ValueError(f"PQ posture must be one of {PQ_POSTURES}, got {posture!r}")
@@ -126,21 +167,21 @@ class HealthState:
         if metrics is not None:
             mode = "off" if posture == "classical" else posture
             metrics._kernel.pq_handshake_total.inc(mode, kex, role)
-        if posture == "classical":
-            was_ok = self._pq_ok()
-            self._pq_classical[service] = None
-            if self._pq_required:
-                if metrics is not None:
-                    metrics._kernel.pq_downgrade_events_total.inc("classical_negotiated")
-                from ._logging import get_logger
+        if not self._pq_required or self._posture_enough(posture):
+            self._pq_short.pop(service, None)
+            return
+        was_ok = self._pq_ok()
+        self._pq_short[service] = None
+        reason = f"{posture.replace('-', '_')}_negotiated"
+        if metrics is not None:
+            metrics._kernel.pq_downgrade_events_total.inc(reason)
+        from ._logging import get_logger
 
-                get_logger("health").warning(
-                    "pq_downgrade_detected", reason=PQ_UNAVAILABLE, peer=service,
-                    required=self._pq_mode, negotiated="classical")
-                if was_ok:
-                    self._degraded(PQ_UNAVAILABLE)
-        else:
-            self._pq_classical.pop(service, None)
+        get_logger("health").warning(
+            "pq_downgrade_detected", reason=PQ_UNAVAILABLE, peer=service,
+            required=self._pq_mode, negotiated=posture, kex=kex, role=role)
+        if was_ok:
+            self._degraded(PQ_UNAVAILABLE)
 
     # ------------------------------------------------------------------ queries
 
@@ -155,18 +196,29 @@ class HealthState:
         )
 
     def missing(self) -> list[str]:
-        """Why the process is not ready: stable, human-readable reasons (empty when ready)."""
+        """Why the process is not ready: stable, human-readable reasons (empty when ready).
+
+        In order: unmet prerequisites (``"config"``, ``"bus_attached"``), ``"no_services"``,
+        ``"service:<name>"``, ``"quarantined:<name>"``, ``"pq_required_but_unavailable"``.
+        """
+        if self.all_ready():
+            return []
         reasons = list(self._unmet)
         if not self._services:
             reasons.append("no_services")
-        reasons.extend(f"service:{name}" for name, ok in self._services.items() if not ok)
+        if self._not_ready:
+            reasons.extend(f"service:{name}" for name, ok in self._services.items() if not ok)
         reasons.extend(f"quarantined:{name}" for name in self._quarantined)
         if not self._pq_ok():
             reasons.append(PQ_UNAVAILABLE)
         return reasons
 
     def snapshot(self) -> Mapping[str, Any]:
-        """Return a JSON-ready view: services, ready, missing, amnesia, pq_mode, pq_required."""
+        """Return a JSON-ready view.
+
+        Keys: ``services`` (name -> bool), ``ready``, ``missing``, ``amnesia`` (``"on"|"off"``),
+        ``pq_mode``, ``pq_required``, ``pq_posture`` (name -> reported posture).
+        """
         missing = self.missing()
         return {
             "services": dict(self._services),
@@ -184,7 +236,20 @@ class HealthState:
     # ------------------------------------------------------------------ internals
 
     def _pq_ok(self) -> bool:
-        return not (self._pq_required and self._pq_classical)
+        return not (self._pq_required and self._pq_short)
+
+    def _posture_enough(self, posture: str) -> bool:
+        # mode "off" with require_pq still asks for *some* PQ: hybrid at least
+        needed = max(_PQ_RANK[self._pq_mode], 1)
+        return _PQ_RANK[posture] >= needed
+
+    def _posture_missing(self, service: str) -> None:
+        if self._metrics is not None:
+            self._metrics._kernel.pq_posture_missing_total.inc()
+        from ._logging import get_logger
+
+        get_logger("health").warning("pq_posture_missing", reason="pq_posture_missing",
+                                     peer=service)
 
     def _bind_metrics(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -195,7 +260,19 @@ class HealthState:
 
     def _publish(self, service: str, ok: bool) -> None:
         bus = self._bus
-        if bus is not None:
-            from ._events import KernelEvent
+        if bus is None:
+            return
+        from ._events import KernelEvent
 
-            bus.publish(KernelEvent.Health(service=service, ok=ok))
+        event = KernelEvent.Health(service=service, ok=ok)
+        metrics = self._metrics
+        if metrics is None:
+            bus.publish(event)
+            return
+        # The kernel's own publishes are the sampled source of request_latency_seconds{op=
+        # "bus_publish"}: readiness changes are rare, so timing them costs nothing, and the
+        # per-message path of services stays untouched (docs/DECISIONS.md, Observability).
+        start = time.perf_counter()
+        bus.publish(event)
+        metrics._kernel.request_latency_seconds.observe(
+            "bus_publish", value=time.perf_counter() - start)

@@ -1,12 +1,239 @@
-"""Structured logging for the kernel (structlog). Replaced in full by the observability work."""
+"""Structured logging for the kernel: JSON lines (structlog + orjson) or text for people.
+
+The pipeline, top to bottom, each step a small function:
+
+1. ``_drop_below_level``: the runtime level (``set_level``) filters first, so a dropped debug
+   call costs one dict lookup and a comparison.
+2. ``_standard_fields``: ``ts`` (ISO 8601 UTC), ``level``, ``service``, ``event``, ``corr_id``,
+   ``amnesia`` first, then the caller's fields (``component``, ``reason``, ``latency_ms``, ...).
+3. ``redact``: values under keys containing ``token``, ``secret``, ``password`` or ``key``
+   (any case, nested dicts and lists too) become ``"***"``.
+4. exception formatting, then the renderer (orjson JSON, or structlog's console renderer).
+
+Logs go to one text stream, ``sys.stderr`` unless ``configure_logging(stream=...)`` names
+another; the kernel never opens a log file (amnesia). Logging is process-wide by nature: these
+settings are the one piece of module state, and ``get_logger`` loggers made before
+``configure_logging`` follow the new settings.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextvars
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
+import orjson
 import structlog
+
+LEVELS: dict[str, int] = {
+    "trace": 10,  # Python has no TRACE: it maps to debug
+    "debug": 10,
+    "info": 20,
+    "warn": 30,
+    "warning": 30,
+    "error": 40,
+    "critical": 50,
+}
+# structlog method name -> (numeric level, level as written in the log line)
+_METHODS: dict[str, tuple[int, str]] = {
+    "debug": (10, "DEBUG"),
+    "info": (20, "INFO"),
+    "msg": (20, "INFO"),
+    "warning": (30, "WARN"),
+    "warn": (30, "WARN"),
+    "error": (40, "ERROR"),
+    "exception": (40, "ERROR"),
+    "critical": (50, "CRITICAL"),
+    "fatal": (50, "CRITICAL"),
+}
+FORMATS = ("json", "text")
+REDACTED = "***"
+_SENSITIVE = ("token", "secret", "password", "key")
+
+_corr_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ron_kernel_corr_id", default=None)
+
+
+class _Settings:
+    __slots__ = ("amnesia", "format", "level", "service", "stream")
+
+    def __init__(self) -> None:
+        self.format = "json"
+        self.level = LEVELS["info"]
+        self.service = "ron-kernel"
+        self.amnesia = False
+        self.stream: TextIO | None = None
+
+
+_settings = _Settings()
+
+
+# ---------------------------------------------------------------------------- correlation ids
+
+
+def new_corr_id() -> str:
+    """Return a fresh correlation id (a random UUID, as text)."""
+    return str(uuid.uuid4())
+
+
+def current_corr_id() -> str | None:
+    """The correlation id bound in the current context, or ``None``."""
+    return _corr_id.get()
+
+
+@contextmanager
+def bind_corr_id(corr_id: str | None = None) -> Iterator[str]:
+    """Bind ``corr_id`` (a new one when ``None``) for the ``with`` block; yields it.
+
+    It is a ``contextvars`` value: every log line and span in the block carries it, and so does
+    every task created inside the block (``asyncio.create_task`` copies the context), which is how
+    it reaches work a bus message starts: bind the id carried by the message in the consumer,
+    or spawn the consumer's work inside the block. Raises ``ValueError`` for an empty id, one
+    longer than 128 characters, or one with control characters.
+    """
+    value = new_corr_id() if corr_id is None else corr_id
+    if (not isinstance(value, str) or not value or len(value) > 128
+            or not value.isprintable()):
+        raise ValueError(f"corr_id must be 1..128 printable characters, got {corr_id!r}")
+    token = _corr_id.set(value)
+    try:
+        yield value
+    finally:
+        _corr_id.reset(token)
+
+
+# ---------------------------------------------------------------------------- processors
+
+
+def _drop_below_level(logger: Any, method: str, event: MutableMapping[str, Any]
+                      ) -> MutableMapping[str, Any]:
+    if _METHODS.get(method, (20, ""))[0] < _settings.level:
+        raise structlog.DropEvent
+    return event
+
+
+def _standard_fields(logger: Any, method: str, event: MutableMapping[str, Any]
+                     ) -> MutableMapping[str, Any]:
+    # Build a new mapping so the standard fields come first in every line.
+    ordered: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "level": _METHODS.get(method, (20, method.upper()))[1],
+        "service": event.pop("service", _settings.service),
+        "event": event.pop("event", ""),
+        "corr_id": event.pop("corr_id", None) or _corr_id.get(),
+        "amnesia": "on" if _settings.amnesia else "off",
+    }
+    if method == "exception":
+        event.setdefault("exc_info", True)
+    ordered.update(event)
+    return ordered
+
+
+def _is_sensitive(key: object) -> bool:
+    lowered = str(key).lower()
+    return any(word in lowered for word in _SENSITIVE)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _is_sensitive(k) else _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def redact(logger: Any, method: str, event: MutableMapping[str, Any]
+           ) -> MutableMapping[str, Any]:
+    """Replace values under keys containing token/secret/password/key (any case, nested)."""
+    for k in list(event):
+        if k == "event":
+            continue
+        event[k] = REDACTED if _is_sensitive(k) else _redact_value(event[k])
+    return event
+
+
+def _orjson_dumps(obj: Any, **_: Any) -> str:
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _build_processors(fmt: str, stream: TextIO | None) -> list[Any]:
+    common: list[Any] = [_drop_below_level, _standard_fields, redact]
+    if fmt == "json":
+        return [*common, structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
+    target = stream if stream is not None else sys.stderr
+    colors = bool(getattr(target, "isatty", lambda: False)())
+    # plain_traceback: the rich default prints local variables, which may hold secrets
+    return [*common, structlog.dev.ConsoleRenderer(
+        colors=colors, timestamp_key="ts", exception_formatter=structlog.dev.plain_traceback)]
+
+
+# One list object shared by every logger: configure_logging swaps its contents in place.
+_processors: list[Any] = _build_processors("json", None)
+
+
+class _StreamLogger:
+    """Writes each rendered line to the configured stream (resolved at write time)."""
+
+    def msg(self, message: str) -> None:
+        stream = _settings.stream if _settings.stream is not None else sys.stderr
+        stream.write(message + "\n")
+        stream.flush()
+
+    debug = info = warning = warn = error = exception = critical = fatal = log = msg
+
+
+_stream_logger = _StreamLogger()
+
+
+# ---------------------------------------------------------------------------- public helpers
+
+
+def _level_number(level: str) -> int:
+    number = LEVELS.get(str(level).lower())
+    if number is None:
+        raise ValueError(f"log.level must be one of {sorted(LEVELS)}, got {level!r}")
+    return number
+
+
+def configure_logging(*, format: str = "json", level: str = "info", amnesia: bool = False,
+                      service: str = "ron-kernel", stream: TextIO | None = None) -> None:
+    """Set the process-wide log format, level, ``service`` and ``amnesia`` fields, and stream.
+
+    ``format`` is ``"json"`` (one JSON object per line) or ``"text"`` (structlog's console
+    renderer, without colours unless the stream is a tty). ``level`` is one of ``trace``
+    (= debug), ``debug``, ``info``, ``warn``, ``error``. ``stream`` defaults to ``sys.stderr``
+    (looked up at each write). Raises ``ValueError`` naming a bad format or level.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"log.format must be one of {FORMATS}, got {format!r}")
+    number = _level_number(level)
+    _settings.format = format
+    _settings.level = number
+    _settings.amnesia = bool(amnesia)
+    _settings.service = service
+    _settings.stream = stream
+    _processors[:] = _build_processors(format, stream)
+
+
+def set_level(level: str) -> None:
+    """Change the log level at runtime (config reload); takes effect for every logger at once."""
+    _settings.level = _level_number(level)
+
+
+def set_amnesia(on: bool) -> None:
+    """Change the ``amnesia`` field of every following log line."""
+    _settings.amnesia = bool(on)
 
 
 def get_logger(component: str) -> Any:
-    """Return a structlog logger bound to a kernel component."""
-    return structlog.get_logger("ron_kernel").bind(component=component)
+    """Return a structlog logger for a kernel component (``component`` is a field of each line).
+
+    ``log.info("config_updated", version=3, latency_ms=1.2)`` writes one line with the standard
+    fields first. Safe to call before :func:`configure_logging`.
+    """
+    return structlog.BoundLogger(_stream_logger, _processors, {"component": component})

@@ -8,16 +8,18 @@ difference) and lets every kernel series carry the current ``amnesia`` label.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
@@ -25,7 +27,13 @@ from prometheus_client.registry import Collector
 from ._health import HealthState
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from aiohttp import web
+
     from ._bus import Bus
+
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # A modest bucket set (PERFORMANCE.md §4: too many buckets cost CPU and scrape size):
@@ -142,7 +150,7 @@ class KernelMetrics:
             "backoff_retries_total", "Retries made after a backoff wait.", ("op",))
         self.readiness_degraded_total = c(
             "readiness_degraded_total", "Times readiness lost a prerequisite, by cause.",
-            ("cause",))
+            ("cause",), preset=[("pq_required_but_unavailable",)])
         self.config_reloads_total = c(
             "config_reloads_total", "Config reload attempts by outcome.", ("outcome",),
             preset=[("applied",), ("rejected",)])
@@ -171,9 +179,13 @@ class Metrics:
 
     Each instance has its own ``prometheus_client.CollectorRegistry`` (``m.registry``), so two
     kernels in one process, or two tests, never see each other's numbers. Register your own
-    service metrics on ``m.registry`` to have them served on the same ``/metrics``.
+    service metrics on ``m.registry`` to have them served on the same ``/metrics``. The registry
+    also holds the process metrics (``process_resident_memory_bytes``, ``process_open_fds``,
+    ``process_cpu_seconds_total``, ... where the platform has them).
 
-    Every kernel series carries ``amnesia="on"|"off"``.
+    Every kernel series carries ``amnesia="on"|"off"``; the kernel ``version`` and the
+    ``runtime_flavor`` (``asyncio`` or ``uvloop``) are labels of the single info series
+    ``ron_kernel_info`` (the ``target_info`` pattern; see docs/OBSERVABILITY.md).
     """
 
     def __init__(self, *, amnesia: bool = False, health: HealthState | None = None) -> None:
@@ -181,12 +193,15 @@ class Metrics:
         self._amnesia = amnesia
         self._kernel = KernelMetrics()
         self._buses: list[Bus[Any]] = []
-        self._mailboxes: weakref.WeakSet[Any] = weakref.WeakSet()
+        # id -> weak reference; plain dict so a scrape in a worker thread can copy it atomically
+        self._mailboxes: dict[int, weakref.ref[Any]] = {}
         self._receiver_lag_total = 0
         self._served = False
+        self._runtime_flavor = _running_flavor() or "unknown"
         self._health = health if health is not None else HealthState(amnesia=amnesia)
         self._health._bind_metrics(self)
         self.registry.register(_KernelCollector(self))
+        ProcessCollector(registry=self.registry)
 
     @property
     def health(self) -> HealthState:
@@ -199,8 +214,53 @@ class Metrics:
         return self._amnesia
 
     def render(self) -> bytes:
-        """Return the Prometheus text exposition (format 0.0.4) of everything registered."""
+        """Return the Prometheus text exposition (format 0.0.4) of everything registered.
+
+        Synchronous; about 8 ms at 2,000 series on a slow machine. ``/metrics`` renders in a
+        worker thread instead, so a scrape does not block the event loop.
+        """
+        flavor = _running_flavor()
+        if flavor is not None:
+            self._runtime_flavor = flavor
         return generate_latest(self.registry)
+
+    async def serve(
+        self,
+        addr: str | tuple[str, int],
+        *,
+        extra_routes: Sequence[tuple[str, str, Handler]] = (),
+        allow_unspecified: bool = False,
+        retry_after: int = 5,
+        read_timeout: float = 5.0,
+    ) -> tuple[asyncio.Task[None], tuple[str, int]]:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` over HTTP in the running loop.
+
+        ``addr`` is ``"host:port"`` (``"[::1]:port"`` for IPv6) or ``(host, port)``; port 0 picks
+        a free port. Returns ``(task, (host, port))`` with the port actually bound; the task runs
+        until cancelled, then closes the listener. Signals are left alone.
+
+        ``extra_routes`` adds ``(method, path, handler)`` entries (aiohttp handlers) to the same
+        server: the hook the kernel uses for ``GET /status`` and ``GET /events``.
+        Binding an unspecified address (``0.0.0.0``, ``::``) raises ``ValueError`` unless
+        ``allow_unspecified=True``. A bad ``addr`` raises ``ValueError`` naming it. Consumes the
+        object: a second call raises ``RuntimeError``. See docs/OBSERVABILITY.md for status codes.
+        """
+        if self._served:
+            raise RuntimeError("Metrics.serve() was already called on this Metrics object")
+        from ._http import serve_metrics
+
+        flavor = _running_flavor()
+        if flavor is not None:
+            self._runtime_flavor = flavor
+        self._served = True
+        try:
+            return await serve_metrics(
+                self, addr, extra_routes=extra_routes, allow_unspecified=allow_unspecified,
+                retry_after=retry_after, read_timeout=read_timeout)
+        except BaseException:
+            # a refused addr did not consume the object
+            self._served = False
+            raise
 
     # ------------------------------------------------------------- package-internal hooks
 
@@ -212,14 +272,32 @@ class Metrics:
         self._buses.append(bus)
 
     def _attach_mailbox(self, mailbox: Any) -> None:
-        self._mailboxes.add(mailbox)
+        key = id(mailbox)
+        mailboxes = self._mailboxes
+
+        def forget(_: weakref.ref[Any]) -> None:
+            mailboxes.pop(key, None)
+
+        mailboxes[key] = weakref.ref(mailbox, forget)
 
     def _receiver_lag(self, missed: int) -> None:
         self._receiver_lag_total += missed
 
 
+def _running_flavor() -> str | None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
 class _KernelCollector(Collector):
-    """Turns the plain counters of a :class:`Metrics` into Prometheus families at scrape time."""
+    """Turns the plain counters of a :class:`Metrics` into Prometheus families at scrape time.
+
+    Safe to run in a worker thread while the loop keeps counting: every container is first
+    copied with one C-level call (atomic under the GIL), then read from the copy.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = weakref.ref(metrics)
@@ -228,10 +306,18 @@ class _KernelCollector(Collector):
         m = self._metrics()
         if m is None:
             return []
+        from . import __version__
+
         amnesia = "on" if m._amnesia else "off"
         out: list[Metric] = []
 
-        buses = m._buses
+        info = InfoMetricFamily(
+            "ron_kernel", "Kernel build and runtime; join on it for version and runtime_flavor.",
+            labels=("version", "runtime_flavor", "amnesia"))
+        info.add_metric((__version__, m._runtime_flavor, amnesia), {})
+        out.append(info)
+
+        buses = list(m._buses)
         bus_series = (
             ("bus_published_total", "Messages published on the bus (with or without receivers).",
              sum(b._published for b in buses)),
@@ -253,8 +339,10 @@ class _KernelCollector(Collector):
         depth = GaugeMetricFamily("queue_depth", "Items waiting in a mailbox (sampled at scrape).",
                                   labels=("queue", "amnesia"))
         depths: dict[str, int] = {}
-        for mailbox in list(m._mailboxes):
-            depths[mailbox.name] = depths.get(mailbox.name, 0) + len(mailbox)
+        for ref in list(m._mailboxes.values()):
+            mailbox = ref()
+            if mailbox is not None:
+                depths[mailbox.name] = depths.get(mailbox.name, 0) + len(mailbox)
         for queue, value in sorted(depths.items()):
             depth.add_metric((queue, amnesia), value)
         out.append(depth)
@@ -263,10 +351,11 @@ class _KernelCollector(Collector):
             labels = (*family.labelnames, "amnesia")
             if isinstance(family, LabeledHistogram):
                 hist = HistogramMetricFamily(family.name, family.help, labels=labels)
-                for key, (counts, total) in sorted(family.series.items()):
+                for key, (counts, total) in sorted(family.series.copy().items()):
                     running = 0.0
                     buckets: list[tuple[str, float]] = []
-                    for bound, n in zip((*family.buckets, float("inf")), counts, strict=True):
+                    for bound, n in zip((*family.buckets, float("inf")), list(counts),
+                                        strict=True):
                         running += n
                         buckets.append((_bound(bound), running))
                     hist.add_metric((*key, amnesia), buckets, total[0])
@@ -278,7 +367,7 @@ class _KernelCollector(Collector):
                     name, family.help, labels=labels)
             else:
                 fam = CounterMetricFamily(name, family.help, labels=labels)
-            for key, number in sorted(family.values.items()):
+            for key, number in sorted(family.values.copy().items()):
                 fam.add_metric((*key, amnesia), number)
             out.append(fam)
         return out

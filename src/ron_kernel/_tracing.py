@@ -1,0 +1,78 @@
+"""Tracing spans ``kernel.<component>.<operation>`` through opentelemetry-api, when installed.
+
+Install the ``telemetry`` extra (``pip install 'ron-kernel[telemetry]'``) and configure an
+OpenTelemetry SDK in the application; the kernel only creates spans. Without opentelemetry-api,
+:func:`span` returns one shared no-op context manager (a function call, nothing else).
+
+Spans are for cold paths (config reload, supervisor restart, a scrape): nothing on the
+per-message path of the bus or a mailbox opens one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+_otel_trace: Any
+try:
+    from opentelemetry import trace as _otel_trace
+except ImportError:  # the telemetry extra is not installed
+    _otel_trace = None
+
+_provider: Any = None
+
+
+class _NoSpan(AbstractContextManager[None]):
+    """The shared do-nothing span used when opentelemetry is absent."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def enabled() -> bool:
+    """Whether opentelemetry-api is importable (spans are real, if an SDK is configured)."""
+    return _otel_trace is not None
+
+
+def use_tracer_provider(provider: Any) -> None:
+    """Send kernel spans to ``provider`` instead of OpenTelemetry's global one (``None`` resets).
+
+    For tests and embedders that keep several providers; most applications configure the global
+    provider and never call this.
+    """
+    global _provider
+    _provider = provider
+
+
+def span(component: str, operation: str, **attrs: Any) -> AbstractContextManager[Any]:
+    """A span named ``kernel.<component>.<operation>`` with ``attrs`` as attributes.
+
+    A no-op costing one call when opentelemetry-api is not installed. The bound ``corr_id``
+    (see ``ron_kernel._logging.bind_corr_id``) is added as the ``corr_id`` attribute. Exceptions
+    are recorded on the span and re-raised.
+    """
+    if _otel_trace is None:
+        return _NO_SPAN
+    return _real_span(component, operation, attrs)
+
+
+@contextmanager
+def _real_span(component: str, operation: str, attrs: dict[str, Any]) -> Iterator[Any]:
+    from ._logging import current_corr_id
+
+    assert _otel_trace is not None
+    corr_id = current_corr_id()
+    if corr_id is not None:
+        attrs["corr_id"] = corr_id
+    tracer = _otel_trace.get_tracer("ron_kernel", tracer_provider=_provider)
+    with tracer.start_as_current_span(f"kernel.{component}.{operation}", attributes=attrs) as sp:
+        yield sp
