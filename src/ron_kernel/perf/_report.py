@@ -1,0 +1,124 @@
+"""Presentation for the perf rigs: a rich progress bar, a summary table, matplotlib plots.
+
+Measuring code stays plain (results are dicts of numbers); this module only shows them.
+``rich`` and ``matplotlib`` come with the ``perf`` (and ``dev``) extra and are imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class Steps:
+    """A progress handle: call :meth:`advance` after each measured step."""
+
+    def __init__(self, progress: Any, task: Any) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, description: str | None = None) -> None:
+        """Mark one step done (optionally naming the next one)."""
+        if self._progress is None:
+            return
+        if description is not None:
+            self._progress.update(self._task, description=description)
+        self._progress.advance(self._task)
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str, *, enabled: bool = True) -> Iterator[Steps]:
+    """Show a rich progress bar on stderr for ``total`` steps (nothing when disabled)."""
+    if not enabled:
+        yield Steps(None, None)
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(file=sys.stderr)
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield Steps(bar, task)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a summary table (rich) to stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    Console().print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+@dataclass
+class Panel:
+    """One plot: lines (x/y series) or distributions (samples per name)."""
+
+    title: str
+    xlabel: str
+    ylabel: str
+    lines: dict[str, tuple[Sequence[float], Sequence[float]]] = field(default_factory=dict)
+    distributions: dict[str, Sequence[float]] = field(default_factory=dict)
+    logy: bool = False
+    logx: bool = False
+
+
+def save_plot(path: Path, suptitle: str, panels: Sequence[Panel]) -> Path:
+    """Draw ``panels`` side by side into a PNG at ``path`` and return the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(len(panels), 2)
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for name, (xs, ys) in panel.lines.items():
+            ax.plot(list(xs), list(ys), marker="o", label=name)
+        if panel.distributions:
+            data = [list(v) for v in panel.distributions.values() if len(v)]
+            labels = [k for k, v in panel.distributions.items() if len(v)]
+            if data:
+                ax.boxplot(data, tick_labels=labels, showfliers=False, whis=(1, 99))
+                ax.tick_params(axis="x", rotation=20)
+        ax.set_title(panel.title)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        if panel.logy:
+            ax.set_yscale("log")
+        if panel.logx:
+            ax.set_xscale("log", base=2)
+        if panel.lines:
+            ax.legend(fontsize="small")
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
