@@ -1,0 +1,569 @@
+"""Crash-only supervision of asyncio children, with OTP's strategies and restart types.
+
+A child is an async callable taking a :class:`ChildContext`. When it crashes the supervisor
+publishes ``KernelEvent.ServiceCrashed(service, reason)``, marks it not ready, logs the
+traceback, waits a jittered exponential backoff (each child on its own timer) and starts it
+again. More than ``restart_cap`` restarts inside the sliding ``restart_window`` quarantines the
+child: it stays down, readiness degrades with ``quarantined:<name>``, the process keeps running,
+and :meth:`Supervisor.release` brings it back. :meth:`Supervisor.shutdown` always returns within
+its deadline plus a short grace (:data:`ABANDON_GRACE`). See ``docs/SUPERVISION.md``.
+
+Example::
+
+    sup = Supervisor(bus=bus, metrics=metrics)
+    sup.add("indexer", indexer)                 # async def indexer(ctx): ...
+    sup.add("cache", Supervisor(name="cache"))  # trees: a Supervisor is a child too
+    async with sup:
+        await wait_for_ctrl_c()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from ._events import KernelEvent
+from ._logging import get_logger
+from ._supervisor_child import (
+    ChildContext,
+    ChildFn,
+    ChildInfo,
+    ChildRecord,
+    Pending,
+    crash_reason,
+    is_async_callable,
+    trimmed_traceback,
+)
+from ._supervisor_policy import (
+    RESTART_TYPES,
+    STRATEGIES,
+    RestartType,
+    RestartWindow,
+    Strategy,
+    backoff_delay,
+    to_seconds,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._bus import Bus
+    from ._health import HealthState
+    from ._metrics import Metrics
+
+__all__ = [
+    "ABANDON_GRACE",
+    "ChildContext",
+    "ChildInfo",
+    "RestartType",
+    "Strategy",
+    "Supervisor",
+    "backoff_delay",
+]
+
+ABANDON_GRACE: Final[float] = 0.1
+"""Seconds a cancelled child gets to finish before it is abandoned (and counted)."""
+
+_DEFAULT_DEADLINE: Final = 5.0
+_log = get_logger("supervisor")
+# Tasks we gave up on: a strong reference keeps them from being garbage-collected mid-flight.
+_ABANDONED: set[asyncio.Task[None]] = set()
+
+
+class Supervisor:
+    """Supervises async children: restarts with jittered backoff, quarantine, OTP strategies.
+
+    Args:
+        name: this supervisor's name (logs, and its default name as a child of another).
+        strategy: ``"one_for_one"`` (only the crashed child restarts), ``"one_for_all"``
+            (every other child is stopped and restarted with it) or ``"rest_for_one"``
+            (the children added after it are stopped and restarted with it).
+        bus: where ``ServiceCrashed`` and quarantine ``Health`` events go.
+        metrics: counts ``service_restarts_total``, ``tasks_spawned_total{kind="child"}``,
+            ``tasks_aborted_total{kind="child"|"abandoned"}``, ``backoff_retries_total{op=
+            "restart"}`` and the ``supervisor_quarantined`` gauge.
+        health: readiness; defaults to ``metrics.health`` when ``metrics`` is given.
+        min_backoff, max_backoff: floor and cap of the backoff (``timedelta`` or seconds).
+        restart_cap, restart_window: more than ``restart_cap`` restarts inside the sliding
+            ``restart_window`` quarantine the child.
+        reset_after: uptime after which a child's backoff attempt counter starts again at 0
+            (default: ``restart_window``).
+        rng: random source of the jitter; clock: time source of windows and uptimes
+            (default: the running loop's ``time``). Both are for deterministic tests.
+        config: the config snapshot children see as ``ctx.config``, or a zero-argument callable
+            returning the current one (so reloads are seen on the next read).
+        drain_deadline: default deadline of :meth:`shutdown` (5 s).
+
+    Bad values raise ``ValueError``/``TypeError`` here, never at crash time.
+    """
+
+    def __init__(
+        self, *, name: str = "root", strategy: Strategy = "one_for_one",
+        bus: Bus[Any] | None = None, metrics: Metrics | None = None,
+        health: HealthState | None = None,
+        min_backoff: timedelta | float = timedelta(milliseconds=100),
+        max_backoff: timedelta | float = timedelta(seconds=30),
+        restart_cap: int = 5, restart_window: timedelta | float = timedelta(seconds=60),
+        reset_after: timedelta | float | None = None, rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None, config: Any = None,
+        drain_deadline: timedelta | float = _DEFAULT_DEADLINE,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"supervisor name must be a non-empty str, got {name!r}")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if isinstance(restart_cap, bool) or not isinstance(restart_cap, int):
+            raise TypeError(f"restart_cap must be an int, got {type(restart_cap).__name__}")
+        if restart_cap < 1:
+            raise ValueError(f"restart_cap must be >= 1, got {restart_cap}")
+        self.name = name
+        self.strategy: Strategy = strategy
+        self._min_backoff = to_seconds(min_backoff, "min_backoff")
+        self._max_backoff = to_seconds(max_backoff, "max_backoff")
+        if self._min_backoff > self._max_backoff:
+            raise ValueError(
+                f"min_backoff ({self._min_backoff}s) must be <= max_backoff "
+                f"({self._max_backoff}s)")
+        self._restart_cap = restart_cap
+        self._restart_window = to_seconds(restart_window, "restart_window")
+        self._reset_after = (self._restart_window if reset_after is None
+                             else to_seconds(reset_after, "reset_after", allow_inf=True))
+        self._drain_deadline = to_seconds(drain_deadline, "drain_deadline")
+        self._bus = bus
+        self._metrics = metrics
+        self._health = health if health is not None or metrics is None else metrics.health
+        self._rng = rng if rng is not None else random.Random()
+        self._clock = clock
+        self._config_source: Callable[[], Any] | None = (
+            config if callable(config) else (lambda: config) if config is not None else None)
+        self._children: dict[str, ChildRecord] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._closing = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, config: Any, *, bus: Bus[Any] | None = None,
+                    metrics: Metrics | None = None, health: HealthState | None = None,
+                    **overrides: Any) -> Supervisor:
+        """Build a supervisor from a :class:`~ron_kernel.Config` (``config.supervisor.*``).
+
+        Reads ``min_backoff``, ``max_backoff``, ``restart_cap``, ``restart_window``,
+        ``reset_after`` (if present) and ``config.shutdown.drain_deadline`` (if present).
+        ``overrides`` win over the config; ``config`` becomes what children see as
+        ``ctx.config`` unless ``config=`` is overridden (pass a callable for live reloads).
+        """
+        sup_cfg = config.supervisor
+        kwargs: dict[str, Any] = {
+            "min_backoff": sup_cfg.min_backoff,
+            "max_backoff": sup_cfg.max_backoff,
+            "restart_cap": sup_cfg.restart_cap,
+            "restart_window": sup_cfg.restart_window,
+            "reset_after": getattr(sup_cfg, "reset_after", None),
+            "config": config,
+        }
+        drain = getattr(getattr(config, "shutdown", None), "drain_deadline", None)
+        if drain is not None:
+            kwargs["drain_deadline"] = drain
+        kwargs.update(overrides)
+        return cls(bus=bus, metrics=metrics, health=health, **kwargs)
+
+    def add(self, name: str, fn: ChildFn | Supervisor, *, restart: RestartType = "permanent",
+            shutdown_timeout: timedelta | float = timedelta(seconds=5),
+            fatal: Iterable[type[BaseException]] | type[BaseException] = ()) -> None:
+        """Add a child. ``fn`` is ``async (ChildContext) -> None`` or a :class:`Supervisor`.
+
+        ``restart``: ``"permanent"`` (always restarted; returning counts as a crash with reason
+        ``"exited"``), ``"transient"`` (restarted only after an exception) or ``"temporary"``
+        (never restarted). ``shutdown_timeout``: how long it may drain before it is cancelled.
+        ``fatal``: exception types that quarantine at once. When the supervisor is already
+        started the child starts now. Raises ``ValueError`` (duplicate name, unknown restart
+        type, negative timeout) or ``TypeError`` (not an async callable, non-exception ``fatal``).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"child name must be a non-empty str, got {name!r}")
+        if name in self._children:
+            raise ValueError(f"duplicate child name {name!r} in supervisor {self.name!r}")
+        if fn is self:
+            raise ValueError(f"supervisor {self.name!r} cannot supervise itself")
+        if not is_async_callable(fn):
+            raise TypeError(
+                f"child {name!r} must be an async callable taking a ChildContext "
+                f"(async def or a Supervisor), got {fn!r}")
+        if restart not in RESTART_TYPES:
+            raise ValueError(
+                f"restart for child {name!r} must be one of {RESTART_TYPES}, got {restart!r}")
+        timeout = to_seconds(shutdown_timeout, f"shutdown_timeout of child {name!r}")
+        fatal_types = (fatal,) if isinstance(fatal, type) else tuple(fatal)
+        for kind in fatal_types:
+            if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+                raise TypeError(
+                    f"fatal for child {name!r} must hold exception types, got {kind!r}")
+        child = ChildRecord(
+            name, fn, index=len(self._children), restart=restart, shutdown_timeout=timeout,
+            fatal=fatal_types, window=RestartWindow(self._restart_cap, self._restart_window))
+        self._children[name] = child
+        if self._started and not self._closing:
+            self._spawn(child)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start every child in the order added. Idempotent; allowed again after shutdown."""
+        if self._started and not self._closing:
+            return
+        if self._shutdown_task is not None:
+            await asyncio.shield(self._shutdown_task)
+        self._loop = asyncio.get_running_loop()
+        self._started, self._closing, self._shutdown_task = True, False, None
+        for child in self._children.values():
+            if child.state != "quarantined" and not child.alive():
+                self._spawn(child)
+
+    async def shutdown(self, deadline: timedelta | float | None = None) -> None:
+        """Stop every child; always returns within ``deadline`` + :data:`ABANDON_GRACE`.
+
+        Sets every child's ``shutdown`` event, waits for them in reverse start order, each
+        within its own ``shutdown_timeout`` and all within ``deadline`` (default: the
+        supervisor's ``drain_deadline``), cancels the rest (``tasks_aborted_total{kind="child"}``)
+        and abandons a child that still runs :data:`ABANDON_GRACE` later
+        (``tasks_aborted_total{kind="abandoned"}``): it is no longer awaited by anyone, so it
+        cannot keep the loop from closing. No restart happens once shutdown began. Idempotent:
+        a second call waits for the first.
+        """
+        seconds = self._drain_deadline if deadline is None else to_seconds(deadline, "deadline")
+        if self._shutdown_task is None:
+            self._closing = True
+            self._shutdown_task = asyncio.get_running_loop().create_task(
+                self._shutdown(seconds), name=f"supervisor:{self.name}:shutdown")
+        await asyncio.shield(self._shutdown_task)
+
+    async def __aenter__(self) -> Supervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.shutdown()
+
+    async def __call__(self, ctx: ChildContext) -> None:
+        """Run as a child of another supervisor: start, wait for ``ctx.shutdown``, drain.
+
+        Unset ``bus`` and config are inherited from the parent's context. The children get
+        what is left of the parent's drain time, minus the grace.
+        """
+        if self._bus is None:
+            self._bus = ctx.bus
+        if self._config_source is None:
+            self._config_source = ctx._config_source
+        if self._health is None:
+            self._health = ctx._health
+        await self.start()
+        ctx.ready()
+        try:
+            await ctx.shutdown.wait()
+        finally:
+            left = ctx.time_left()
+            await self.shutdown(0.0 if left is None else max(0.0, left - 2 * ABANDON_GRACE))
+
+    def release(self, name: str) -> bool:
+        """Take ``name`` out of quarantine and start it again with a clean restart record.
+
+        Returns ``False`` (and does nothing) when the child is not quarantined. Raises
+        ``KeyError`` for an unknown name.
+        """
+        child = self._child(name)
+        if child.state != "quarantined":
+            return False
+        child.window.clear()
+        child.attempt = 0
+        if self._metrics is not None:
+            self._metrics._kernel.supervisor_quarantined.set(name, value=0.0)
+        if self._health is not None:
+            self._health.quarantine(name, False)
+        _log.info("service_released", service=name, supervisor=self.name)
+        if self._started and not self._closing:
+            self._spawn(child)
+        else:
+            child.state = "stopped"
+        return True
+
+    # ------------------------------------------------------------------ introspection
+
+    def snapshot(self) -> dict[str, ChildInfo]:
+        """Per child: state, restarts, restarts in the window, last reason/traceback, uptime...
+
+        A plain, JSON-serialisable dict (see :class:`ChildInfo`), in the order children were
+        added.
+        """
+        now = self._now()
+        wall_offset = time.time() - now
+        out: dict[str, ChildInfo] = {}
+        for child in self._children.values():
+            started = child.started_at
+            uptime = max(0.0, now - started) if started is not None else None
+            pending = child.pending
+            out[child.name] = {
+                "name": child.name,
+                "state": child.state,
+                "restart": child.restart,
+                "restarts": child.restarts,
+                "restarts_in_window": child.window.count(now),
+                "attempt": child.attempt,
+                "last_reason": child.last_reason,
+                "last_traceback": child.last_traceback,
+                "uptime": uptime if child.state == "running" else None,
+                "next_restart_at": pending.due + wall_offset if pending is not None else None,
+            }
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Supervisor(name={self.name!r}, strategy={self.strategy!r}, "
+                f"children={list(self._children)!r})")
+
+    # ------------------------------------------------------------------ internals
+
+    def _child(self, name: str) -> ChildRecord:
+        try:
+            return self._children[name]
+        except KeyError:
+            raise KeyError(f"no child named {name!r} in supervisor {self.name!r}") from None
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        loop = self._loop
+        return loop.time() if loop is not None else time.monotonic()
+
+    def _spawn(self, child: ChildRecord) -> None:
+        loop = self._loop
+        assert loop is not None
+        health = self._health
+
+        def on_ready() -> None:
+            child.reports_ready = True
+
+        ctx = ChildContext(child.name, bus=self._bus, config_source=self._config_source,
+                           health=health, on_ready=on_ready)
+        child.ctx = ctx
+        child.stopping = False
+        child.pending = None
+        child.state = "starting"
+        child.started_at = self._now()
+        task = loop.create_task(self._run(child, ctx), name=f"{self.name}/{child.name}")
+        child.task = task
+        task.add_done_callback(lambda t: self._on_exit(child, t))
+        if self._metrics is not None:
+            self._metrics._kernel.tasks_spawned_total.inc("child")
+
+    async def _run(self, child: ChildRecord, ctx: ChildContext) -> None:
+        child.state = "running"
+        await child.fn(ctx)
+
+    def _on_exit(self, child: ChildRecord, task: asyncio.Task[None]) -> None:
+        if task is not child.task:
+            return  # an abandoned run finishing late: it no longer speaks for the child
+        child.task = None
+        uptime = self._now() - child.started_at if child.started_at is not None else 0.0
+        child.started_at = None
+        exc: BaseException | None
+        if task.cancelled():
+            exc = asyncio.CancelledError()
+        else:
+            exc = task.exception()
+        if child.stopping or self._closing:
+            if child.pending is None:
+                child.state = "stopped"
+            if exc is not None and not isinstance(exc, asyncio.CancelledError):
+                _log.warning("service_failed_while_stopping", service=child.name,
+                             reason=crash_reason(exc), exc_info=exc)
+            return
+        self._on_crash(child, exc, uptime)
+
+    def _on_crash(self, child: ChildRecord, exc: BaseException | None, uptime: float) -> None:
+        name = child.name
+        if exc is None and child.restart != "permanent":
+            child.state = "stopped"
+            _log.info("service_exited", service=name, restart=child.restart)
+            return
+        reason = crash_reason(exc)
+        child.last_reason = reason
+        child.last_traceback = trimmed_traceback(exc) if exc is not None else None
+        if child.reports_ready and self._health is not None:
+            self._health.set(name, False)
+        if self._bus is not None:
+            self._bus.publish(KernelEvent.ServiceCrashed(service=name, reason=reason))
+
+        if child.restart == "temporary":
+            child.state = "stopped"
+            _log.error("service_crashed", service=name, reason=reason, restart="temporary",
+                       restarts=child.restarts, exc_info=exc)
+            return
+        if exc is not None and child.fatal and isinstance(exc, child.fatal):
+            self._quarantine(child, f"fatal: {reason}", exc)
+            return
+        now = self._now()
+        if uptime >= self._reset_after:
+            child.attempt = 0
+        if not child.window.admit(now):
+            self._quarantine(child, reason, exc)
+            return
+        delay = backoff_delay(child.attempt, self._min_backoff, self._max_backoff, self._rng)
+        child.attempt += 1
+        _log.error("service_crashed", service=name, reason=reason, restarts=child.restarts,
+                   restarts_in_window=child.window.count(now), backoff_ms=round(delay * 1e3, 3),
+                   exc_info=exc)
+        self._schedule_restart(child, delay)
+
+    def _quarantine(self, child: ChildRecord, reason: str, exc: BaseException | None) -> None:
+        name = child.name
+        child.state = "quarantined"
+        child.pending = None
+        if self._metrics is not None:
+            self._metrics._kernel.supervisor_quarantined.set(name, value=1.0)
+        if self._health is not None:
+            self._health.quarantine(name, True)
+        if self._bus is not None:
+            self._bus.publish(KernelEvent.Health(service=name, ok=False))
+        _log.error("service_quarantined", service=name, reason=reason, restarts=child.restarts,
+                   restart_cap=self._restart_cap, restart_window_s=self._restart_window,
+                   exc_info=exc)
+
+    def _affected(self, child: ChildRecord) -> list[ChildRecord]:
+        """Siblings the strategy stops and restarts along with ``child``."""
+        if self.strategy == "one_for_one":
+            return []
+        return [c for c in self._children.values()
+                if c is not child and c.state not in ("quarantined", "stopped")
+                and (self.strategy == "one_for_all" or c.index > child.index)]
+
+    def _schedule_restart(self, child: ChildRecord, delay: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        pending = Pending(self._now() + delay)
+        pending.members.append(child)
+        pending.crashed.add(child.name)
+        for sibling in self._affected(child):
+            previous = sibling.pending
+            if previous is not None and previous is not pending:
+                # An earlier scheduled group restart is folded into this one.
+                if previous.task is not None:
+                    previous.task.cancel()
+                pending.crashed |= previous.crashed
+                for member in previous.members:
+                    if member not in pending.members:
+                        pending.members.append(member)
+            elif sibling not in pending.members:
+                pending.members.append(sibling)
+        for member in pending.members:
+            member.pending = pending
+            member.state = "backing_off"
+        pending.task = loop.create_task(self._restart_after(pending, delay),
+                                        name=f"{self.name}/{child.name}:restart")
+
+    async def _restart_after(self, pending: Pending, delay: float) -> None:
+        stops = [self._stop(m, m.shutdown_timeout) for m in pending.members if m.alive()]
+        await asyncio.gather(asyncio.sleep(delay), *stops)
+        if self._closing:
+            return
+        for member in sorted(pending.members, key=lambda c: c.index):
+            if member.pending is not pending:
+                continue
+            if member.restart == "temporary" and member.name not in pending.crashed:
+                member.pending, member.state = None, "stopped"
+                continue
+            if member.name in pending.crashed:
+                member.restarts += 1
+                if self._metrics is not None:
+                    kernel = self._metrics._kernel
+                    kernel.service_restarts_total.inc(member.name)
+                    kernel.backoff_retries_total.inc("restart")
+            self._spawn(member)
+
+    async def _stop(self, child: ChildRecord, drain_for: float) -> None:
+        """Ask one child to drain, cancel it after ``drain_for``, abandon it after the grace."""
+        task, ctx, loop = child.task, child.ctx, self._loop
+        if task is None or task.done() or ctx is None or loop is None:
+            return
+        child.stopping = True
+        ctx._request_stop(loop.time() + drain_for)
+        await asyncio.wait((task,), timeout=drain_for)
+        if task.done():
+            return
+        task.cancel()
+        self._count_aborted("child")
+        await asyncio.wait((task,), timeout=ABANDON_GRACE)
+        if not task.done():
+            self._abandon(child, task)
+
+    async def _shutdown(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        end = t0 + deadline
+        for child in self._children.values():
+            pending = child.pending
+            if pending is not None:
+                if pending.task is not None:
+                    pending.task.cancel()
+                child.pending = None
+                if not child.alive():
+                    child.state = "stopped"
+        running = [c for c in self._children.values() if c.alive()]
+        for child in running:
+            child.stopping = True
+            assert child.ctx is not None
+            child.ctx._request_stop(min(t0 + child.shutdown_timeout, end))
+        cancelled: list[tuple[ChildRecord, asyncio.Task[None]]] = []
+        for child in reversed(running):
+            task = child.task
+            if task is None:
+                continue
+            left = min(t0 + child.shutdown_timeout, end) - loop.time()
+            if left > 0 and not task.done():
+                await asyncio.wait((task,), timeout=left)
+            if not task.done():
+                task.cancel()
+                self._count_aborted("child")
+                cancelled.append((child, task))
+        if cancelled:
+            await asyncio.wait([t for _, t in cancelled], timeout=ABANDON_GRACE)
+            for child, task in cancelled:
+                if not task.done():
+                    self._abandon(child, task)
+        _log.info("supervisor_stopped", supervisor=self.name,
+                  elapsed_ms=round((loop.time() - t0) * 1e3, 3), cancelled=len(cancelled))
+
+    def _count_aborted(self, kind: str) -> None:
+        if self._metrics is not None:
+            self._metrics._kernel.tasks_aborted_total.inc(kind)
+
+    def _abandon(self, child: ChildRecord, task: asyncio.Task[None]) -> None:
+        """Give up on a task that swallows cancellation, so it cannot hold the loop open.
+
+        Closing its coroutine ends any child that merely catches ``CancelledError``; one that
+        even swallows ``GeneratorExit`` is removed from asyncio's task registry, so
+        ``asyncio.run`` does not wait for it when the loop closes.
+        """
+        child.task = None
+        child.started_at = None
+        if child.pending is None:
+            child.state = "stopped"
+        self._count_aborted("abandoned")
+        _log.error("service_abandoned", service=child.name, supervisor=self.name,
+                   reason="ignored cancellation", grace_ms=ABANDON_GRACE * 1e3)
+        _ABANDONED.add(task)
+        task.add_done_callback(_ABANDONED.discard)
+        try:
+            task.get_coro().close()
+        except RuntimeError:
+            pass  # it ignored GeneratorExit as well; unregistering below still frees the loop
+        task.cancel()  # a closed coroutine ends at its next step
+        unregister = getattr(asyncio.tasks, "_unregister_task", None)
+        if unregister is not None:
+            unregister(task)
