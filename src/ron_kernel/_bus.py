@@ -226,10 +226,13 @@ class Receiver(Generic[T]):
     a garbage-collected receiver also stops counting.
     """
 
-    __slots__ = ("__weakref__", "_bus", "_closed", "_next")
+    __slots__ = ("__weakref__", "_bus", "_cap", "_closed", "_next", "_ring")
 
     def __init__(self, bus: Bus[T], start: int) -> None:
         self._bus = bus
+        # the ring list and its size never change: read them from here, one lookup less
+        self._ring = bus._ring
+        self._cap = bus._capacity
         self._next = start
         self._closed = False
         bus._receivers += 1
@@ -247,11 +250,11 @@ class Receiver(Generic[T]):
         nxt = self._next
         tail = bus._tail
         if nxt < tail and not self._closed:
-            cap = bus._capacity
+            cap = self._cap
             if tail - nxt > cap:
                 self._lag(tail - cap - nxt)
             self._next = nxt + 1
-            return bus._ring[nxt % cap]  # type: ignore[no-any-return]
+            return self._ring[nxt % cap]  # type: ignore[no-any-return]
         if bus._closed or self._closed:
             raise Closed("the bus is closed and this receiver has read everything")
         raise Empty("no message available yet")
@@ -280,19 +283,29 @@ class Receiver(Generic[T]):
         retained message; raises :class:`Closed` after close once everything was read.
         Cancel-safe: a cancelled ``recv`` consumes nothing.
         """
+        # Fast path first, inline: a receiver keeping up finds its message without waiting, and
+        # per-message readers pay for this coroutine on every message.
+        nxt = self._next
         bus = self._bus
-        while True:
-            nxt = self._next
-            tail = bus._tail
-            if nxt < tail and not self._closed:
-                cap = bus._capacity
-                if tail - nxt > cap:
-                    self._lag(tail - cap - nxt)
+        tail = bus._tail
+        if nxt < tail and not self._closed:
+            cap = self._cap
+            if tail - nxt <= cap:
                 self._next = nxt + 1
-                return bus._ring[nxt % cap]  # type: ignore[no-any-return]
+                return self._ring[nxt % cap]  # type: ignore[no-any-return]
+            self._lag(tail - cap - nxt)
+        while True:
             if bus._closed or self._closed:
                 raise Closed("the bus is closed and this receiver has read everything")
             await _park(bus)
+            nxt = self._next
+            tail = bus._tail
+            if nxt < tail and not self._closed:
+                cap = self._cap
+                if tail - nxt > cap:
+                    self._lag(tail - cap - nxt)
+                self._next = nxt + 1
+                return self._ring[nxt % cap]  # type: ignore[no-any-return]
 
     async def recv_many(self, limit: int | None = None) -> list[T]:
         """Wait until at least one message is available, then return all of them (up to ``limit``).
@@ -390,8 +403,7 @@ class Receiver(Generic[T]):
         raise Lagged(missed)
 
     def _take(self, nxt: int, tail: int, limit: int | None) -> list[T]:
-        bus = self._bus
-        cap = bus._capacity
+        cap = self._cap
         if tail - nxt > cap:
             self._lag(tail - cap - nxt)
         if limit is not None:
@@ -400,7 +412,7 @@ class Receiver(Generic[T]):
             if tail - nxt > limit:
                 tail = nxt + limit
         self._next = tail
-        ring = bus._ring
+        ring = self._ring
         start = nxt % cap
         end = start + (tail - nxt)
         if end <= cap:
