@@ -6,10 +6,11 @@ underscore-private modules, or in the documented extension modules (``ron_kernel
 """
 
 from ._bus import Bus as Bus
+from ._config import Config as Config
 from ._events import KernelEvent as KernelEvent
 from ._health import HealthState as HealthState
 from ._metrics import Metrics as Metrics
 
-__all__ = ["Bus", "HealthState", "KernelEvent", "Metrics"]
+__all__ = ["Bus", "Config", "HealthState", "KernelEvent", "Metrics"]
 
 __version__ = "0.1.0"
