@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
 if TYPE_CHECKING:
@@ -79,6 +81,32 @@ def _unspecified(host: str) -> bool:
         return ipaddress.ip_address(host).is_unspecified
     except ValueError:
         return False  # a host name; resolved by the OS at bind time
+
+
+class _ServerLog:
+    """Stands in for aiohttp's stdlib server logger.
+
+    A malformed request is one short warning line (no traceback: anyone can send garbage, and
+    the log should not grow by a stack per packet); a bug in a handler is logged with its
+    traceback.
+    """
+
+    def __init__(self) -> None:
+        from ._logging import get_logger
+
+        self._log = get_logger("http")
+
+    def exception(self, msg: str, *args: object, exc_info: object = None, **_: object) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            self._log.warning("http_bad_request", reason=f"{exc.code}: {exc.message}"[:200])
+        else:
+            self._log.error("http_handler_error", reason=repr(exc)[:200], exc_info=exc)
+
+    def debug(self, *args: object, **kwargs: object) -> None:
+        """aiohttp's debug chatter is dropped."""
+
+    info = warning = error = debug
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -162,6 +190,7 @@ async def serve_metrics(
         app,
         handle_signals=False,
         access_log=None,
+        logger=_ServerLog(),
         # An idle or half-sent connection is closed after read_timeout (aiohttp checks the
         # keep-alive timer from the moment a connection opens), which bounds slow-loris clients.
         keepalive_timeout=read_timeout,
@@ -187,11 +216,17 @@ async def serve_metrics(
     bound = sockets[0].getsockname() if sockets else (host, port)
     bound_addr = (str(bound[0]), int(bound[1]))
 
+    started = asyncio.Event()
+
     async def run() -> None:
         try:
+            started.set()
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
 
     task = asyncio.create_task(run(), name=f"ron-kernel-http:{bound_addr[0]}:{bound_addr[1]}")
+    # A task cancelled before its first step never runs its finally: wait until it is inside
+    # the try, so cancelling the returned task always closes the listener.
+    await started.wait()
     return task, bound_addr
