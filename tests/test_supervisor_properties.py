@@ -101,7 +101,7 @@ def test_durations_accept_timedelta_and_seconds_and_reject_bad_values():
         to_seconds(-1, "x")
     with pytest.raises(ValueError, match="x must be >= 0"):
         to_seconds(timedelta(seconds=-1), "x")
-    with pytest.raises(TypeError, match="x must be a datetime.timedelta"):
+    with pytest.raises(TypeError, match=r"x must be a datetime\.timedelta"):
         to_seconds("1s", "x")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         to_seconds(True, "x")
