@@ -429,12 +429,22 @@ def show(key: str, value: Any) -> str:
             return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = repr(value)
+    if isinstance(value, Mapping):
+        # an unknown table may hold secrets under any name: redact key by key
+        text = "{" + ", ".join(f"{k} = {show(str(k), v)}" for k, v in value.items()) + "}"
+    elif isinstance(value, list | tuple):
+        text = "[" + ", ".join(show(key, v) for v in value) + "]"
+    else:
+        text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _problem(key: str, value: Any, source: str, reason: str, expected: str) -> str:
     return f"{key} = {show(key, value)} (from {source}): {reason}; expected {expected}"
+
+
+def _file_problem(source: str, reason: str, expected: str) -> str:
+    return f"config file (from {source}): {reason}; expected {expected}"
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
@@ -446,8 +456,8 @@ def _mapping_layer(data: Any, source: str, problems: list[str]) -> Layer:
     """Flatten a parsed file (nested mapping) into a layer; unknown keys become problems."""
     layer: Layer = {}
     if not isinstance(data, Mapping):
-        problems.append(_problem("(file)", type(data).__name__, source, "not a table of sections",
-                                 "a table of sections such as [bus]"))
+        problems.append(_file_problem(source, f"got {_type_name(data)}, not a table of sections",
+                                      "a table of sections such as [bus]"))
         return layer
     for section, body in data.items():
         if section not in _SECTIONS:
@@ -476,37 +486,35 @@ def read_file(path: Path, problems: list[str]) -> Layer:
     source = f"file:{path}"
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
-        problems.append(_problem("(file)", str(path), source, f"unknown file type {suffix!r}",
-                                 "a .toml or .json file"))
+        problems.append(_file_problem(source, f"unknown file type {suffix!r}",
+                                      "a .toml or .json file"))
         return {}
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        problems.append(_problem("(file)", str(path), source, "file not found",
-                                 "an existing, readable config file"))
+        problems.append(_file_problem(source, "file not found",
+                                      "an existing, readable config file"))
         return {}
     except OSError as exc:
-        problems.append(_problem("(file)", str(path), source,
-                                 f"cannot be read: {exc.strerror or exc}",
-                                 "an existing, readable config file"))
+        problems.append(_file_problem(source, f"cannot be read: {exc.strerror or exc}",
+                                      "an existing, readable config file"))
         return {}
     if len(raw) > MAX_FILE_BYTES:
-        problems.append(_problem("(file)", f"{len(raw)} bytes", source, "file too large",
-                                 f"at most {MAX_FILE_BYTES} bytes"))
+        problems.append(_file_problem(source, f"file too large ({len(raw)} bytes)",
+                                      f"at most {MAX_FILE_BYTES} bytes"))
         return {}
     try:
         text = raw.decode("utf-8")
         data = json.loads(text) if suffix == ".json" else tomllib.loads(text)
     except UnicodeDecodeError as exc:
-        problems.append(_problem("(file)", f"byte {exc.start}", source, "not UTF-8 text",
-                                 "a UTF-8 encoded file"))
+        problems.append(_file_problem(source, f"not UTF-8 text (byte {exc.start})",
+                                      "a UTF-8 encoded file"))
         return {}
     except (ValueError, RecursionError) as exc:
         kind = "JSON" if suffix == ".json" else "TOML"
         # a half-written file usually fails here: the parser's message carries line and column
         reason = f"not valid {kind} ({str(exc).splitlines()[0] if str(exc) else 'too deep'})"
-        problems.append(_problem("(file)", str(path), source, reason,
-                                 f"a complete {kind} document"))
+        problems.append(_file_problem(source, reason, f"a complete {kind} document"))
         return {}
     return _mapping_layer(data, source, problems)
 
