@@ -143,3 +143,17 @@ def test_metrics_body_passes_promtool_check_metrics():
     assert result.returncode == 0, problems
     # promtool prints lint findings even with exit 0 only for warnings; there must be none
     assert not re.search(r"\S", problems), problems
+
+
+def test_the_direct_text_writer_is_byte_identical_to_prometheus_client():
+    m = _busy_metrics(amnesia=False)
+    m._kernel.service_restarts_total.inc('we"ird\\name\nline')  # escaping paths
+
+    class KernelOnly:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return m._collector.collect()
+
+    from prometheus_client import generate_latest
+
+    assert m._kernel_text().encode() == generate_latest(KernelOnly())  # type: ignore[arg-type]
+    assert m._kernel_text() == m._kernel_text()  # cached label prefixes give the same text

@@ -1,0 +1,360 @@
+"""HTTP and metrics benchmark: ``python -m ron_kernel.perf.http [--quick] [--json FILE]``.
+
+Every figure is printed next to a same-run baseline:
+
+* **readyz** — ``GET /readyz`` round trip p50/p95/p99 over one keep-alive loopback connection
+  (a minimal raw-socket client on the same loop, so client overhead stays small). Baseline: a
+  static ``GET /plain`` route on the same aiohttp server (``extra_routes``), which isolates what
+  the readiness handler adds.
+* **render** — ``Metrics.render()`` at 2,000 kernel series vs ``prometheus_client
+  .generate_latest`` on the same 2,000 series registered as ordinary ``Counter`` children.
+* **scrape loop block** — the longest event-loop stall seen by a 1 ms ticker task while a client
+  scrapes ``/metrics`` (rendered in a worker thread) vs ``/metrics-inline`` (the plain registry
+  rendered on the loop, the usual aiohttp + prometheus_client idiom).
+* **readiness flip** — ``HealthState.set`` to the first ``/readyz`` answer that shows the change,
+  seen by a client polling on a keep-alive connection.
+
+``run(args)`` returns a plain dict of numbers; ``main()`` prints tables. Targets (issue 3) are
+reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from ron_kernel import Metrics
+from ron_kernel.perf._common import base_parser, new_loop, percentiles, write_json
+
+RIG = "http"
+SERIES = 2000
+
+TARGETS = {
+    "readyz_p95_ms": 1.0,
+    "render_2000_ms": 10.0,
+    "scrape_loop_block_max_ms": 10.0,
+    "flip_p95_ms": 15.0,
+}
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def populate(metrics: Metrics, series: int = SERIES) -> None:
+    """Fill the kernel families with ``series`` label sets (half restarts, half rejections)."""
+    k = metrics._kernel
+    for i in range(series // 2):
+        k.service_restarts_total.inc(f"svc-{i:05d}", amount=i)
+        k.busy_rejections_total.inc(f"queue-{i:05d}", amount=i)
+
+
+def plain_registry(series: int = SERIES) -> CollectorRegistry:
+    """The same series as :func:`populate`, as ordinary prometheus_client Counters."""
+    registry = CollectorRegistry()
+    restarts = Counter("service_restarts", "Restarts.", ("service", "amnesia"), registry=registry)
+    busy = Counter("busy_rejections", "Rejections.", ("queue", "amnesia"), registry=registry)
+    for i in range(series // 2):
+        restarts.labels(f"svc-{i:05d}", "off").inc(i)
+        busy.labels(f"queue-{i:05d}", "off").inc(i)
+    return registry
+
+
+class _Client:
+    """A tiny keep-alive HTTP/1.1 GET client over asyncio streams (Content-Length bodies)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> _Client:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await self.reader.readexactly(length)
+        return status, body
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def _plain(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"ok":true}', content_type="application/json")
+
+
+async def _serve(metrics: Metrics, inline_registry: CollectorRegistry | None = None
+                 ) -> tuple[asyncio.Task[None], tuple[str, int]]:
+    routes: list[tuple[str, str, Callable[[web.Request], Coroutine[Any, Any, web.Response]]]]
+    routes = [("GET", "/plain", _plain)]
+    if inline_registry is not None:
+        registry = inline_registry
+
+        async def inline(request: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(registry))
+
+        routes.append(("GET", "/metrics-inline", inline))
+    return await metrics.serve("127.0.0.1:0", extra_routes=routes)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+# ------------------------------------------------------------------------------ cases
+
+
+async def _readyz_case(requests: int) -> dict[str, Any]:
+    m = Metrics()
+    m.health.set("svc", True)
+    task, (host, port) = await _serve(m)
+    client = await _Client.connect(host, port)
+    out: dict[str, Any] = {}
+    try:
+        for path in ("/readyz", "/plain"):
+            for _ in range(min(200, requests)):  # warm-up
+                await client.get(path)
+            samples: list[float] = []
+            for _ in range(requests):
+                start = time.perf_counter()
+                status, _ = await client.get(path)
+                samples.append((time.perf_counter() - start) * 1e3)
+                assert status == 200, status
+            p = percentiles(samples)
+            out[path.strip("/")] = {k: v for k, v in p.items()}
+    finally:
+        await client.close()
+        await _stop(task)
+    out["requests"] = requests
+    return out
+
+
+def _render_case(repeats: int) -> dict[str, Any]:
+    m = Metrics()
+    populate(m)
+    registry = plain_registry()
+    kernel_series = sum(1 for line in m.render().splitlines() if not line.startswith(b"#"))
+
+    def timed(fn: Callable[[], bytes]) -> list[float]:
+        fn()
+        out = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1e3)
+        return out
+
+    ours = percentiles(timed(m.render))
+    plain = percentiles(timed(lambda: generate_latest(registry)))
+    return {"series_total": kernel_series, "render_ms": ours, "generate_latest_ms": plain,
+            "ratio_p50": ours["p50"] / plain["p50"], "bytes": len(m.render()),
+            "plain_bytes": len(generate_latest(registry))}
+
+
+async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        expected = loop.time() + 0.001
+        await asyncio.sleep(0.001)
+        lags.append(max(0.0, (loop.time() - expected) * 1e3))
+
+
+async def _scrape_block_case(scrapes: int) -> dict[str, Any]:
+    m = Metrics()
+    populate(m)
+    task, (host, port) = await _serve(m, plain_registry())
+    client = await _Client.connect(host, port)
+    out: dict[str, Any] = {}
+    try:
+        for path in ("/metrics", "/metrics-inline"):
+            await client.get(path)
+            idle: list[float] = []
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(_ticker(idle, stop))
+            await asyncio.sleep(0.1)  # the ticker's own jitter with nothing else running
+            lags: list[float] = []
+            ticker_lags = idle
+            scrape_ms: list[float] = []
+            mark = len(ticker_lags)
+            for _ in range(scrapes):
+                start = time.perf_counter()
+                status, body = await client.get(path)
+                scrape_ms.append((time.perf_counter() - start) * 1e3)
+                assert status == 200 and body
+                await asyncio.sleep(0.005)
+            stop.set()
+            await ticker
+            lags = ticker_lags[mark:]
+            out[path.strip("/")] = {
+                "loop_block_max_ms": max(lags) if lags else float("nan"),
+                "loop_block_p99_ms": percentiles(lags)["p99"],
+                "idle_jitter_max_ms": max(ticker_lags[:mark]) if mark else float("nan"),
+                "scrape": percentiles(scrape_ms),
+            }
+    finally:
+        await client.close()
+        await _stop(task)
+    out["scrapes"] = scrapes
+    return out
+
+
+async def _flip_case(flips: int) -> dict[str, Any]:
+    m = Metrics()
+    m.health.set("svc", True)
+    task, (host, port) = await _serve(m)
+    client = await _Client.connect(host, port)
+    samples: list[float] = []
+    try:
+        for i in range(flips):
+            ok = i % 2 == 1
+            want = 200 if ok else 503
+            await asyncio.sleep(0.002)
+            start = time.perf_counter()
+            m.health.set("svc", ok)
+            while True:
+                status, _ = await client.get("/readyz")
+                if status == want:
+                    break
+            samples.append((time.perf_counter() - start) * 1e3)
+    finally:
+        await client.close()
+        await _stop(task)
+    return {"flips": flips, "flip_ms": percentiles(samples)}
+
+
+def _on_loop(flavor: str, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    loop = new_loop(flavor)
+    try:
+        gc.collect()
+        return loop.run_until_complete(coro)  # type: ignore[no-any-return]
+    finally:
+        loop.close()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement selected by ``args``; return a plain dict of numbers."""
+    quick: bool = args.quick
+    flavors = [f.strip() for f in args.loops.split(",") if f.strip()]
+    requests = 1000 if quick else args.requests
+    scrapes = 10 if quick else 50
+    flips = 100 if quick else 500
+    results: dict[str, Any] = {
+        "config": {"quick": quick, "loops": flavors, "series": SERIES, "requests": requests,
+                   "scrapes": scrapes, "flips": flips},
+        "render": _render_case(10 if quick else 50),
+        "per_loop": {},
+    }
+    _progress(f"render {results['render']['render_ms']['p50']:.2f} ms "
+              f"(generate_latest {results['render']['generate_latest_ms']['p50']:.2f} ms)")
+    for flavor in flavors:
+        row = {
+            "readyz": _on_loop(flavor, _readyz_case(requests)),
+            "scrape": _on_loop(flavor, _scrape_block_case(scrapes)),
+            "flip": _on_loop(flavor, _flip_case(flips)),
+        }
+        results["per_loop"][flavor] = row
+        _progress(f"{flavor}: readyz p95 {row['readyz']['readyz']['p95']:.3f} ms, "
+                  f"flip p95 {row['flip']['flip_ms']['p95']:.3f} ms")
+    results["targets"] = _targets(results)
+    return results
+
+
+def _targets(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    render = results["render"]["render_ms"]["p50"]
+    out["render_2000_ms"] = {"value": render, "target": TARGETS["render_2000_ms"],
+                             "met": render <= TARGETS["render_2000_ms"]}
+    for flavor, row in results["per_loop"].items():
+        got = {
+            "readyz_p95_ms": row["readyz"]["readyz"]["p95"],
+            "scrape_loop_block_max_ms": row["scrape"]["metrics"]["loop_block_max_ms"],
+            "flip_p95_ms": row["flip"]["flip_ms"]["p95"],
+        }
+        for key, value in got.items():
+            out[f"{flavor}:{key}"] = {"value": value, "target": TARGETS[key],
+                                      "met": value <= TARGETS[key]}
+    return out
+
+
+def _progress(line: str) -> None:
+    print(f"  .. {line}", flush=True)
+
+
+def report(results: dict[str, Any]) -> str:
+    """Render ``results`` as readable tables."""
+    r = results["render"]
+    lines = [
+        "", f"/metrics render at {results['config']['series']} series "
+        f"({r['series_total']} samples incl. the rest of the kernel set), ms",
+        f"{'':<22}{'p50':>9}{'p95':>9}{'max':>9}{'bytes':>10}",
+        f"{'Metrics.render()':<22}{r['render_ms']['p50']:>9.2f}{r['render_ms']['p95']:>9.2f}"
+        f"{r['render_ms']['max']:>9.2f}{r['bytes']:>10}",
+        f"{'generate_latest plain':<22}{r['generate_latest_ms']['p50']:>9.2f}"
+        f"{r['generate_latest_ms']['p95']:>9.2f}{r['generate_latest_ms']['max']:>9.2f}"
+        f"{r['plain_bytes']:>10}",
+        f"ratio ours/plain (p50): {r['ratio_p50']:.2f}",
+        "", "Per loop (ms)",
+        f"{'loop':<8}{'case':<34}{'p50':>9}{'p95':>9}{'p99':>9}{'max':>9}",
+    ]
+    for flavor, row in results["per_loop"].items():
+        rz = row["readyz"]
+        for name, key in (("/readyz (keep-alive)", "readyz"), ("/plain baseline", "plain")):
+            p = rz[key]
+            lines.append(f"{flavor:<8}{name:<34}{p['p50']:>9.3f}{p['p95']:>9.3f}"
+                         f"{p['p99']:>9.3f}{p['max']:>9.3f}")
+        lines.append(f"{flavor:<8}{'readyz/plain (p50 ratio)':<34}"
+                     f"{rz['readyz']['p50'] / rz['plain']['p50']:>9.2f}")
+        for name, key in (("/metrics scrape (ron-kernel)", "metrics"),
+                          ("/metrics-inline (plain, on loop)", "metrics-inline")):
+            s = row["scrape"][key]
+            lines.append(f"{flavor:<8}{name:<34}{s['scrape']['p50']:>9.2f}{s['scrape']['p95']:>9.2f}"
+                         f"{s['scrape']['p99']:>9.2f}{s['scrape']['max']:>9.2f}")
+            lines.append(f"{flavor:<8}{'  loop block during it (max, p99)':<34}"
+                         f"{s['loop_block_max_ms']:>9.2f}{s['loop_block_p99_ms']:>9.2f}"
+                         f"{'idle jitter max':>18}{s['idle_jitter_max_ms']:>6.2f}")
+        f = row["flip"]["flip_ms"]
+        lines.append(f"{flavor:<8}{'readiness flip -> /readyz':<34}{f['p50']:>9.3f}{f['p95']:>9.3f}"
+                     f"{f['p99']:>9.3f}{f['max']:>9.3f}")
+    lines += ["", "Targets (issue 3; reported, not asserted)"]
+    for key, t in results["targets"].items():
+        lines.append(f"  {key:<40}{t['value']:>10.3f}  target {t['target']:>8.2f}  "
+                     f"{'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The rig's command-line flags."""
+    p = base_parser("/readyz latency, /metrics render and loop block, readiness flip")
+    p.add_argument("--requests", type=int, default=5000, help="/readyz requests per loop")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point: run, print the tables, optionally write JSON."""
+    args = parser().parse_args(argv)
+    results = run(args)
+    print(report(results))
+    return write_json(args.json, RIG, results)
+
+
+if __name__ == "__main__":
+    main()
