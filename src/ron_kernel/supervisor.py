@@ -59,8 +59,6 @@ __all__ = [
     "ABANDON_GRACE",
     "ChildContext",
     "ChildInfo",
-    "RestartType",
-    "Strategy",
     "Supervisor",
     "backoff_delay",
 ]
