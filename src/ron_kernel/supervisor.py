@@ -68,8 +68,6 @@ ABANDON_GRACE: Final[float] = 0.1
 
 _DEFAULT_DEADLINE: Final = 5.0
 _log = get_logger("supervisor")
-# Tasks we gave up on: a strong reference keeps them from being garbage-collected mid-flight.
-_ABANDONED: set[asyncio.Task[None]] = set()
 
 
 class Supervisor:
@@ -143,6 +141,8 @@ class Supervisor:
         self._started = False
         self._closing = False
         self._shutdown_task: asyncio.Task[None] | None = None
+        # Tasks we gave up on: a strong reference keeps them from being collected mid-flight.
+        self._abandoned: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ construction
 
@@ -555,8 +555,8 @@ class Supervisor:
         self._count_aborted("abandoned")
         _log.error("service_abandoned", service=child.name, supervisor=self.name,
                    reason="ignored cancellation", grace_ms=ABANDON_GRACE * 1e3)
-        _ABANDONED.add(task)
-        task.add_done_callback(_ABANDONED.discard)
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
         try:
             task.get_coro().close()
         except RuntimeError:
