@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -492,6 +493,10 @@ argv_tokens = st.lists(st.one_of(st.sampled_from([*cfgmod.KNOWN_FLAGS, "--x", "-
                                  text_values), max_size=8)
 
 
+# a longer (nightly) fuzz run: CONFIG_FUZZ_EXAMPLES=100000 pytest tests/test_config.py -k fuzz
+FUZZ_EXAMPLES = int(os.environ.get("CONFIG_FUZZ_EXAMPLES", "400"))
+
+
 def _expect_ok_or_config_error(**kw):
     try:
         cfg = Config.load(**kw)
@@ -501,7 +506,7 @@ def _expect_ok_or_config_error(**kw):
     cfg.validate()
 
 
-@settings(max_examples=400, deadline=None,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=st.one_of(toml_docs, st.text(max_size=200)), env=st.dictionaries(env_names, text_values,
        max_size=4), argv=argv_tokens, as_json=st.booleans())
@@ -517,7 +522,7 @@ def test_fuzz_any_input_gives_a_config_or_a_config_error(tmp_path, doc, env, arg
     _expect_ok_or_config_error(path=path, env=env, argv=argv)
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=300))
 def test_fuzz_raw_bytes_never_crash_the_loader(tmp_path, data):
@@ -531,3 +536,9 @@ def test_deeply_nested_input_is_a_config_error_not_a_recursion_error(tmp_path):
     assert "not valid JSON" in problems_of(path="d.json")[0] or problems_of(path="d.json")
     write(tmp_path / "d.toml", "a = " + "[" * 5_000 + "]" * 5_000)
     assert problems_of(path="d.toml")
+
+
+def test_odd_paths_are_config_errors(tmp_path):
+    for name in ("bad\x00name.toml", "~no_such_user_zz/x.toml", "."):
+        problems = problems_of(argv=["--config", name])
+        assert "config file" in problems[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
 import json
 import os
@@ -413,6 +414,12 @@ def _flat_layer(cfg: Config | None, source: str) -> Layer:
     return {key: Raw(value, source, False) for key, value in values.items()}
 
 
+@functools.cache
+def _default_layer() -> Layer:
+    # the defaults never change: flatten them once (layers are only read, never mutated)
+    return _flat_layer(None, "default")
+
+
 def is_secret(key: str) -> bool:
     """Whether a key's value must never be shown (its name mentions a token, secret, ...)."""
     return bool(_SECRET.search(key.rsplit(".", 1)[-1]))
@@ -495,8 +502,9 @@ def read_file(path: Path, problems: list[str]) -> Layer:
         problems.append(_file_problem(source, "file not found",
                                       "an existing, readable config file"))
         return {}
-    except OSError as exc:
-        problems.append(_file_problem(source, f"cannot be read: {exc.strerror or exc}",
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        why = getattr(exc, "strerror", None) or exc
+        problems.append(_file_problem(source, f"cannot be read: {why}",
                                       "an existing, readable config file"))
         return {}
     if len(raw) > MAX_FILE_BYTES:
@@ -590,7 +598,11 @@ def choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str],
         chosen, explicit, how = env[CONFIG_ENV], True, f"env:{CONFIG_ENV}"
     else:
         chosen, explicit, how = DEFAULT_FILE, False, "default"
-    return Path.cwd() / Path(chosen).expanduser(), explicit, how
+    try:
+        resolved = Path(chosen).expanduser()
+    except RuntimeError:  # "~user" with no such user: read it literally, and fail as not found
+        resolved = Path(chosen)
+    return Path.cwd() / resolved, explicit, how
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -724,6 +736,13 @@ def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
     return out
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return True  # let read_file report why it cannot be read
+
+
 class Resolved(NamedTuple):
     """The outcome of a full resolution: the config, every value's source, and the file used."""
 
@@ -748,13 +767,13 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
         explicit = require_file
     file_layer: Layer = {}
     used = False
-    if explicit or chosen.exists():
+    if explicit or _exists(chosen):
         file_layer = read_file(chosen, problems)
         used = True
     else:
         _log.info("config_defaults_applied", path=str(chosen),
                   reason="no config file; using built-in defaults")
-    layers = [_flat_layer(None, "default"), file_layer, env_layer(env, problems), cli]
+    layers = [_default_layer(), file_layer, env_layer(env, problems), cli]
     config, merged = _build(layers, problems, version=version)
     return Resolved(config, {k: merged[k].source for k in FIELDS}, chosen, used)
 
