@@ -355,7 +355,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *,
-             env: Mapping[str, str] = os.environ,
+             env: Mapping[str, str] | None = None,
              argv: Sequence[str] | None = None) -> Config:
         """Build the effective config from defaults < file < environment < ``argv``, validated.
 
@@ -363,8 +363,8 @@ class Config:
         ``Config.toml`` in the working directory; relative paths are resolved against the working
         directory. ``.toml`` files are read as TOML, ``.json`` as JSON. A missing default file
         means defaults (logged); a file named explicitly but missing is an error. ``argv`` holds
-        flags only (``["--bus-capacity", "8"]``); an unknown flag or ``RONK_*`` variable is an
-        error. Raises :class:`~ron_kernel.errors.ConfigError` listing every problem.
+        flags only (``["--bus-capacity", "8"]``); ``env`` defaults to ``os.environ``. An unknown
+        flag or ``RONK_*`` variable is an error. Raises :class:`~ron_kernel.errors.ConfigError` listing every problem.
         """
         return resolve(path, env=env, argv=argv).config
 
