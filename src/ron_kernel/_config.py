@@ -364,7 +364,8 @@ class Config:
         directory. ``.toml`` files are read as TOML, ``.json`` as JSON. A missing default file
         means defaults (logged); a file named explicitly but missing is an error. ``argv`` holds
         flags only (``["--bus-capacity", "8"]``); ``env`` defaults to ``os.environ``. An unknown
-        flag or ``RONK_*`` variable is an error. Raises :class:`~ron_kernel.errors.ConfigError` listing every problem.
+        flag or ``RONK_*`` variable is an error. Raises :class:`~ron_kernel.errors.ConfigError`
+        listing every problem.
         """
         return resolve(path, env=env, argv=argv).config
 
