@@ -10,7 +10,7 @@ from pathlib import Path
 import ron_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import api_snapshot  # noqa: E402
+import api_snapshot
 
 FROZEN_SIX = {"Bus", "KernelEvent", "Metrics", "HealthState", "Config", "wait_for_ctrl_c"}
 
