@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest api spin fuzz fuzz-smoke clean
+.PHONY: run demo-bus test lint typecheck pytest api spin fuzz fuzz-smoke clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## run: the live demo (a bus with several receivers, one deliberately slow)
+## run: the kernel with its demo services, observability on http://127.0.0.1:9909
 run: $(STAMP)
+	$(BIN)/ron-kernel run --obs-http true --obs-addr 127.0.0.1:9909
+
+## demo-bus: the short live demonstration of the bus alone (a slow receiver lags)
+demo-bus: $(STAMP)
 	$(BIN)/python -m ron_kernel._demo
 
 ## test: every gate — ruff, mypy --strict, pytest on asyncio + uvloop with coverage, API snapshot

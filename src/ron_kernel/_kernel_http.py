@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,13 +28,14 @@ def status_handler(status: Callable[[], Mapping[str, Any]]) -> Callable[[web.Req
 
 
 def events_handler(bus: Bus[KernelEvent],
-                   streams: set[web.StreamResponse] | None = None) -> Callable[[web.Request], Any]:
+                   streams: set[asyncio.Task[Any]] | None = None) -> Callable[[web.Request], Any]:
     """Return a handler streaming every KernelEvent on ``bus`` as newline-delimited JSON.
 
     Lines have the flat INTEROP §2.2 shape (``{"type":"Health","service":...,"ok":true}``).
     When the client falls behind by more than the bus capacity it gets one line
     ``{"type":"Lagged","missed":N}`` and continues from the oldest retained event. The stream
-    ends after the bus is closed and everything was sent.
+    ends after the bus is closed and everything was sent. The task serving each stream is kept
+    in ``streams`` while it runs, so the kernel can wait for the streams to finish.
     """
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -44,8 +46,9 @@ def events_handler(bus: Bus[KernelEvent],
         resp = web.StreamResponse(headers={"Cache-Control": "no-store"})
         resp.content_type = EVENTS_CONTENT_TYPE
         await resp.prepare(request)
-        if streams is not None:
-            streams.add(resp)
+        task = asyncio.current_task()
+        if streams is not None and task is not None:
+            streams.add(task)
         try:
             with rx:
                 while True:
@@ -59,11 +62,11 @@ def events_handler(bus: Bus[KernelEvent],
                     await resp.write(
                         b"".join(ev.to_json().encode() + b"\n" for ev in batch))
             await resp.write_eof()
-        except (ConnectionResetError, ConnectionError):
+        except ConnectionError:
             pass  # the client went away; its receiver is closed by the with-block
         finally:
-            if streams is not None:
-                streams.discard(resp)
+            if streams is not None and task is not None:
+                streams.discard(task)
         return resp
 
     return handle

@@ -147,7 +147,7 @@ class Supervisor:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_config(cls, config: Any, *, bus: Bus[Any] | None = None,
+    def from_config(cls, config: Any, /, *, bus: Bus[Any] | None = None,
                     metrics: Metrics | None = None, health: HealthState | None = None,
                     **overrides: Any) -> Supervisor:
         """Build a supervisor from a :class:`~ron_kernel.Config` (``config.supervisor.*``).
@@ -171,6 +171,39 @@ class Supervisor:
             kwargs["drain_deadline"] = drain
         kwargs.update(overrides)
         return cls(bus=bus, metrics=metrics, health=health, **kwargs)
+
+    def reconfigure(self, *, min_backoff: timedelta | float | None = None,
+                    max_backoff: timedelta | float | None = None,
+                    restart_cap: int | None = None,
+                    restart_window: timedelta | float | None = None,
+                    reset_after: timedelta | float | None = None,
+                    drain_deadline: timedelta | float | None = None) -> None:
+        """Change the restart policy for future restarts (a config reload calls this).
+
+        Running children are not touched (CONFIG.MD §5: ``supervisor.*`` is quasi-disruptive):
+        the new backoff applies to the next crash, the new cap and window to every child's
+        window from now on (restarts already recorded stay recorded). Everything is validated
+        before anything changes: a bad value raises and the old policy stays whole.
+        """
+        lo = self._min_backoff if min_backoff is None else to_seconds(min_backoff, "min_backoff")
+        hi = self._max_backoff if max_backoff is None else to_seconds(max_backoff, "max_backoff")
+        if lo > hi:
+            raise ValueError(f"min_backoff ({lo}s) must be <= max_backoff ({hi}s)")
+        cap = self._restart_cap if restart_cap is None else restart_cap
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"restart_cap must be an int >= 1, got {cap!r}")
+        window = (self._restart_window if restart_window is None
+                  else to_seconds(restart_window, "restart_window"))
+        reset = (self._reset_after if reset_after is None
+                 else to_seconds(reset_after, "reset_after", allow_inf=True))
+        drain = (self._drain_deadline if drain_deadline is None
+                 else to_seconds(drain_deadline, "drain_deadline"))
+        self._min_backoff, self._max_backoff = lo, hi
+        self._restart_cap, self._restart_window = cap, window
+        self._reset_after, self._drain_deadline = reset, drain
+        for child in self._children.values():
+            child.window.cap = cap
+            child.window.window = window
 
     def add(self, name: str, fn: ChildFn | Supervisor, *, restart: RestartType = "permanent",
             shutdown_timeout: timedelta | float = timedelta(seconds=5),

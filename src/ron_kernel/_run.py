@@ -1,0 +1,116 @@
+"""``ron-kernel run`` and ``ron-kernel config check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ._config import Config
+from .config import config_argv, explain
+from .errors import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if flavor == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if flavor == "uvloop":
+            raise SystemExit("ron-kernel: error: --loop uvloop needs the uvloop extra "
+                             "(pip install 'ron-kernel[uvloop]')") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def load_app(spec: str) -> Callable[..., Any]:
+    """Import ``module:factory`` and return the factory; ``ValueError`` naming what is wrong."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--app must be MODULE:FACTORY, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    factory: Any = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise ValueError(f"--app {spec!r}: {module_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise ValueError(f"--app {spec!r}: {attr!r} is not callable")
+    app: Callable[..., Any] = factory
+    return app
+
+
+async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None) -> int:
+    from .kernel import Kernel
+
+    kernel = Kernel(config, argv=argv)
+    if app is None:
+        from ._demo_services import install_demo
+
+        install_demo(kernel)
+    else:
+        result = app(kernel)
+        if inspect.isawaitable(result):
+            await result
+    await kernel.start()
+    urls = kernel.urls()
+    if urls:
+        print(f"ron-kernel: observability on {urls['base']}  "
+              f"(/metrics /healthz /readyz /status /events)", flush=True)
+        print(f"ron-kernel: try `curl {urls['readyz']}` or "
+              f"`ron-kernel tail --url {urls['base']}`", flush=True)
+    print("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits", flush=True)
+    await kernel.run()
+    return EXIT_OK
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the kernel until Ctrl-C; exit 1 (every problem listed) on an invalid config."""
+    argv = config_argv(args)
+    try:
+        config = Config.load(argv=argv)
+    except ConfigError as exc:
+        print(f"ron-kernel: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    app = None
+    if args.app:
+        try:
+            app = load_app(args.app)
+        except ValueError as exc:
+            print(f"ron-kernel: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+            return runner.run(_serve(config, argv, app))
+    except OSError as exc:
+        print(f"ron-kernel: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def config_check(args: argparse.Namespace) -> int:
+    """Print the effective config with the source of every value; 1 with the problems if bad."""
+    argv = config_argv(args)
+    try:
+        rows = explain(argv=argv)
+        Config.load(argv=argv)
+    except ConfigError as exc:
+        print(f"config check: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    width = max(len(r.key) for r in rows)
+    vwidth = max(len(r.value) for r in rows)
+    for row in rows:
+        print(f"{row.key:<{width}}  {row.value:<{vwidth}}  # {row.source}")
+    print("config check: ok", file=sys.stderr)
+    return EXIT_OK

@@ -1,0 +1,127 @@
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, run perf rigs.
+
+Imports are lazy on purpose: ``ron-kernel run`` must reach ``/readyz`` 200 quickly, and
+``ron-kernel --help`` should not pay for aiohttp, pydantic or prometheus_client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["main"]
+
+PERF_RIGS = {
+    "bus-fanout": "ron_kernel.perf.bus_fanout",
+    "restart-storm": "ron_kernel.perf.restart_storm",
+    "config-reload": "ron_kernel.perf.config_reload",
+    "http": "ron_kernel.perf.http",
+}
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one clear line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ron-kernel")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        from ron_kernel import __version__
+
+        return __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser of the whole command (subcommands run, config check, tail, perf)."""
+    from ron_kernel.config import add_config_arguments
+
+    parser = _Parser(prog="ron-kernel", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ron-kernel {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the kernel (demo services, or yours with --app)",
+                         description="Run the kernel until Ctrl-C (SIGINT) or SIGTERM; "
+                                     "SIGHUP reloads the config.")
+    add_config_arguments(run)
+    run.add_argument("--app", metavar="MODULE:FACTORY",
+                     help="a factory (sync or async) that receives the Kernel and adds your "
+                          "services; without it, built-in demo services run")
+    run.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                     help="event loop: uvloop when installed (auto), or force one")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND",
+                                       parser_class=_Parser)
+    config_sub.required = True
+    check = config_sub.add_parser(
+        "check", help="print the effective config with the source of every value",
+        description="Validate the effective config (defaults < file < env < flags) and print "
+                    "every value with its source. Exit 0 when valid, 1 with every problem "
+                    "listed when not.")
+    add_config_arguments(check)
+
+    tail = sub.add_parser("tail", help="follow a running kernel's events",
+                          description="Follow BASE_URL/events and print one JSON line per "
+                                      "event; exit 0 after a Shutdown event.")
+    tail.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                      help="the kernel's observability address (default: %(default)s)")
+    tail.add_argument("--no-retry", action="store_true",
+                      help="exit 1 when the connection is lost instead of retrying")
+
+    perf = sub.add_parser("perf", help="run a perf rig (same-run baseline, ratios)",
+                          description="Run one perf rig; arguments after the rig name go to "
+                                      "the rig (try `ron-kernel perf bus-fanout --help`).")
+    perf.add_argument("rig", choices=sorted(PERF_RIGS), help="which rig to run")
+    perf.add_argument("rig_args", nargs=argparse.REMAINDER, help="arguments for the rig")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from ron_kernel._run import run_command
+
+        return run_command(args)
+    if args.command == "config":
+        from ron_kernel._run import config_check
+
+        return config_check(args)
+    if args.command == "tail":
+        import asyncio
+
+        from ron_kernel._tail import tail
+
+        try:
+            return asyncio.run(tail(args.url, retry=not args.no_retry))
+        except KeyboardInterrupt:
+            return 130
+    return _perf(args.rig, args.rig_args)
+
+
+def _perf(rig: str, rig_args: list[str]) -> int:
+    import importlib
+
+    module = importlib.import_module(PERF_RIGS[rig])
+    saved = sys.argv
+    sys.argv = [f"ron-kernel perf {rig}", *rig_args]
+    try:
+        result: object = module.main()
+    except SystemExit as exc:
+        result = exc.code
+    finally:
+        sys.argv = saved
+    return result if isinstance(result, int) else EXIT_OK

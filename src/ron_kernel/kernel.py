@@ -1,0 +1,271 @@
+"""The kernel: one validated Config composed into a bus, metrics, health, supervisor and HTTP.
+
+Embedding is short::
+
+    from ron_kernel.kernel import Kernel
+
+    async def worker(ctx):
+        ctx.ready()
+        await ctx.shutdown.wait()
+
+    async def main() -> None:
+        async with Kernel() as k:            # Config.load(): defaults < file < env
+            k.supervise("worker", worker)
+            await k.run()                    # until Ctrl-C / SIGTERM, then a bounded drain
+
+The ``ron-kernel run`` command uses exactly this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from ._bus import Bus
+from ._config import Config
+from ._events import KernelEvent
+from ._health import HealthState
+from ._kernel_http import events_handler, status_handler
+from ._logging import configure_logging, get_logger, set_amnesia, set_level
+from ._metrics import Metrics
+from ._signals import wait_for_ctrl_c
+from ._supervisor_child import ChildFn
+from ._supervisor_policy import RestartType
+from .config import ConfigCell
+from .supervisor import Supervisor
+
+__all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
+
+EXIT_SECOND_SIGNAL = 130
+"""Exit status when a second Ctrl-C/SIGTERM arrives while the kernel drains."""
+
+STREAM_FLUSH_GRACE = 1.0
+"""Seconds ``/events`` clients get to receive the last events once the bus is closed."""
+
+_log = get_logger("kernel")
+
+
+class Kernel:
+    """The composition of every kernel part, from one validated :class:`~ron_kernel.Config`.
+
+    It owns a :class:`~ron_kernel.config.ConfigCell` (reload on SIGHUP, file change or call),
+    a ``Bus[KernelEvent]``, :class:`~ron_kernel.Metrics` with its
+    :class:`~ron_kernel.HealthState` (which requires ``config`` and ``bus_attached``), the root
+    :class:`~ron_kernel.supervisor.Supervisor`, the logging setup and, when
+    ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
+    ``/readyz``, ``/status``, ``/events``).
+
+    With ``config=None`` the config is loaded from ``path``/``env``/``argv`` exactly like
+    :meth:`Config.load`; reloads recompute it from the same sources. Pass a ``Config`` to use it
+    as the first snapshot (reloads still read ``path``/``env``/``argv``, default: the default
+    sources).
+    """
+
+    def __init__(self, config: Config | None = None, *,
+                 path: str | os.PathLike[str] | None = None,
+                 env: Mapping[str, str] | None = None,
+                 argv: Sequence[str] | None = None,
+                 watch_config: bool = True,
+                 handle_sighup: bool = True) -> None:
+        if config is None:
+            config = Config.load(path, env=env, argv=argv)
+        else:
+            config.validate()
+        health = HealthState(amnesia=config.amnesia.enabled, pq_mode=config.pq.mode,
+                             pq_required=config.pq.require_pq,
+                             prerequisites=("config", "bus_attached"))
+        self.metrics = Metrics(amnesia=config.amnesia.enabled, health=health)
+        self.health = health
+        self.bus: Bus[KernelEvent] = Bus(config.bus.capacity, metrics=self.metrics)
+        self.config_cell = ConfigCell(config, path=path, env=env, argv=argv, bus=self.bus,
+                                      metrics=self.metrics)
+        # Children read ctx.config through the cell, so they see every applied reload.
+        self.supervisor = Supervisor.from_config(
+            config, bus=self.bus, metrics=self.metrics, health=health,
+            config=self.config_cell.get)
+        self.http_addr: tuple[str, int] | None = None
+        self._watch_config = watch_config
+        self._handle_sighup = handle_sighup
+        self._http_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._undo: list[Any] = []
+        self._streams: set[asyncio.Task[Any]] = set()
+        self._started_at: float | None = None
+        self._state = "new"  # new -> running -> draining -> stopped
+        self._shutdown_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ composition
+
+    @property
+    def config(self) -> Config:
+        """The current config snapshot (changes on every applied reload)."""
+        return self.config_cell.get()
+
+    @property
+    def state(self) -> str:
+        """``new``, ``running``, ``draining`` or ``stopped``."""
+        return self._state
+
+    def supervise(self, name: str, fn: ChildFn | Supervisor, *,
+                  restart: RestartType = "permanent", **options: Any) -> None:
+        """Add a child to the root supervisor (see :meth:`Supervisor.add`)."""
+        self.supervisor.add(name, fn, restart=restart, **options)
+
+    def urls(self) -> dict[str, str]:
+        """The observability URLs (empty until the HTTP server is up)."""
+        if self.http_addr is None:
+            return {}
+        host, port = self.http_addr
+        base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        return {name: f"{base}/{name}" for name in
+                ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` answers: config version, readiness, children, bus statistics."""
+        cfg = self.config
+        now = time.monotonic()
+        return {
+            "state": self._state,
+            "uptime_s": None if self._started_at is None else round(now - self._started_at, 3),
+            "config_version": cfg.version,
+            "readiness": dict(self.health.snapshot()),
+            "supervisor": self.supervisor.snapshot(),
+            "bus": self.bus.stats().as_dict(),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start logging, readiness prerequisites, the supervisor, reload triggers and HTTP.
+
+        Idempotent. Raises ``OSError`` naming the address when the HTTP server cannot bind
+        (everything started so far is stopped again).
+        """
+        if self._state != "new":
+            return
+        cfg = self.config
+        configure_logging(format=cfg.log.format, level=cfg.log.level,
+                          amnesia=cfg.amnesia.enabled)
+        self._state = "running"
+        self._started_at = time.monotonic()
+        self.health.satisfy("config")
+        self.health.attach_bus(self.bus)
+        self._undo.append(self.config_cell.subscribe(self._apply_reload))
+        if self._handle_sighup:
+            self._undo.append(self.config_cell.install_sighup())
+        if self._watch_config and self.config_cell.path.parent.is_dir():
+            self._watch_task = self.config_cell.start_watching()
+        try:
+            await self.supervisor.start()
+            if cfg.observability.expose_http:
+                routes = [("GET", "/status", status_handler(self.status)),
+                          ("GET", "/events", events_handler(self.bus, self._streams))]
+                self._http_task, self.http_addr = await self.metrics.serve(
+                    cfg.observability.addr, extra_routes=routes)
+        except BaseException:
+            await self.shutdown()
+            raise
+        _log.info("kernel_started", config_version=cfg.version,
+                  pq_mode=cfg.pq.mode, urls=self.urls(), pid=os.getpid())
+
+    async def run(self) -> None:
+        """Start (if needed), wait for Ctrl-C or SIGTERM, then drain and return.
+
+        A second Ctrl-C/SIGTERM while draining exits the process at once with status
+        :data:`EXIT_SECOND_SIGNAL`.
+        """
+        await self.start()
+        await wait_for_ctrl_c()
+        _log.info("signal_received", reason="shutdown requested by signal")
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, _exit_now, sig)
+            installed.append(sig)
+        try:
+            await self.shutdown()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def shutdown(self, deadline: float | None = None) -> None:
+        """Publish ``Shutdown``, drain the children within the deadline, then stop everything.
+
+        Order: readiness turns 503 (``shutting_down``), ``KernelEvent.Shutdown`` is published
+        (every subscriber receives it), the supervisor drains within ``deadline`` (default
+        ``shutdown.drain_deadline``) plus its short abandon grace, reload triggers stop, the bus
+        closes (``/events`` streams send what is left and end), and the HTTP server stops last.
+        Always returns; idempotent and safe to call concurrently.
+        """
+        if self._shutdown_task is None:
+            self._shutdown_task = asyncio.ensure_future(self._shutdown(deadline))
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, deadline: float | None) -> None:
+        started = time.perf_counter()
+        was = self._state
+        self._state = "draining"
+        self.health.satisfy("shutting_down", False)
+        if was != "new":
+            self.bus.publish(KernelEvent.Shutdown())
+            _log.info("shutdown", reason="draining",
+                      deadline_s=deadline if deadline is not None
+                      else self.config.shutdown.drain_deadline.total_seconds())
+        await self.supervisor.shutdown(deadline)
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        self.bus.close()
+        if self._streams:
+            # Give /events clients a moment to receive Shutdown and the end of the stream.
+            await asyncio.wait(set(self._streams), timeout=STREAM_FLUSH_GRACE)
+        if self._http_task is not None:
+            self._http_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._http_task
+        self._state = "stopped"
+        _log.info("shutdown_complete",
+                  latency_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    async def __aenter__(self) -> Kernel:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.shutdown()
+
+    # ------------------------------------------------------------------ reload
+
+    def _apply_reload(self, old: Config, new: Config) -> None:
+        """Apply the keys that take effect at once; supervisor keys apply to future restarts."""
+        if new.log != old.log:
+            set_level(new.log.level)
+        if new.amnesia.enabled != old.amnesia.enabled:
+            set_amnesia(new.amnesia.enabled)  # the cell already relabelled the metrics
+        if new.pq != old.pq:
+            self.health.configure_pq(new.pq.mode, new.pq.require_pq)
+        if new.supervisor != old.supervisor or new.shutdown != old.shutdown:
+            sup = new.supervisor
+            self.supervisor.reconfigure(
+                min_backoff=sup.min_backoff, max_backoff=sup.max_backoff,
+                restart_cap=sup.restart_cap, restart_window=sup.restart_window,
+                reset_after=sup.reset_after, drain_deadline=new.shutdown.drain_deadline)
+
+
+def _exit_now(sig: signal.Signals) -> None:
+    """A second Ctrl-C while draining: leave at once, non-zero (the operator insisted)."""
+    print(f"ron-kernel: second {sig.name} while draining; exiting now", file=sys.stderr,
+          flush=True)
+    os._exit(EXIT_SECOND_SIGNAL)
