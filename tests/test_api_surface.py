@@ -24,8 +24,8 @@ def test_api_snapshot_matches_the_checked_in_file():
     assert actual == expected, f"public API changed; run `make api` if intended:\n{diff}"
 
 
-def test_top_level_exports_only_names_of_the_frozen_six():
-    assert set(ron_kernel.__all__) <= FROZEN_SIX
+def test_top_level_exports_exactly_the_frozen_six():
+    assert set(ron_kernel.__all__) == FROZEN_SIX
     assert len(ron_kernel.__all__) == len(set(ron_kernel.__all__))
     for name in ron_kernel.__all__:
         assert getattr(ron_kernel, name) is not None

@@ -10,7 +10,8 @@ from ._config import Config as Config
 from ._events import KernelEvent as KernelEvent
 from ._health import HealthState as HealthState
 from ._metrics import Metrics as Metrics
+from ._signals import wait_for_ctrl_c as wait_for_ctrl_c
 
-__all__ = ["Bus", "Config", "HealthState", "KernelEvent", "Metrics"]
+__all__ = ["Bus", "Config", "HealthState", "KernelEvent", "Metrics", "wait_for_ctrl_c"]
 
 __version__ = "0.1.0"
