@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
@@ -25,24 +27,44 @@ async def wait_for_ctrl_c(signals: Iterable[signal.Signals] = DEFAULT_SIGNALS) -
     wanted = tuple(dict.fromkeys(signals))
     if not wanted:
         raise ValueError("wait_for_ctrl_c needs at least one signal to wait for")
+    if threading.current_thread() is not threading.main_thread():
+        # asyncio says RuntimeError here, uvloop ValueError: give callers one documented error.
+        raise RuntimeError("wait_for_ctrl_c must be called from the main thread "
+                           "(signal handlers can only be installed there)")
     received: asyncio.Future[signal.Signals] = loop.create_future()
-    previous = {sig: signal.getsignal(sig) for sig in wanted}
 
     def _on_signal(sig: signal.Signals) -> None:
         if not received.done():
             received.set_result(sig)
 
-    installed: list[signal.Signals] = []
+    restore = install_handlers(loop, wanted, _on_signal)
     try:
-        for sig in wanted:
-            loop.add_signal_handler(sig, _on_signal, sig)
-            installed.append(sig)
         await received
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-            # remove_signal_handler resets to SIG_DFL (or default_int_handler for SIGINT);
-            # put back exactly what was there before us.
-            handler = previous[sig]
-            if handler is not None:
-                signal.signal(sig, handler)
+        restore()
+
+
+def install_handlers(loop: asyncio.AbstractEventLoop, signals: Iterable[signal.Signals],
+                     callback: Callable[[signal.Signals], None]) -> Callable[[], None]:
+    """Run ``callback(sig)`` in ``loop`` on each signal; return a function undoing exactly that.
+
+    ``loop.remove_signal_handler`` alone resets a signal to its default action; the returned
+    function puts back whatever Python-level handler was there before (asyncio.Runner's SIGINT
+    handler, a test runner's, the embedder's), so nesting and sequencing stay correct.
+    """
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in signals:
+            previous[sig] = signal.getsignal(sig)
+            loop.add_signal_handler(sig, callback, sig)
+    except BaseException:
+        _restore(loop, previous)
+        raise
+    return lambda: _restore(loop, previous)
+
+
+def _restore(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, Any]) -> None:
+    for sig, handler in previous.items():
+        loop.remove_signal_handler(sig)
+        if handler is not None:  # None: installed from C, nothing we can put back
+            signal.signal(sig, handler)

@@ -35,7 +35,7 @@ from ._health import HealthState
 from ._kernel_http import events_handler, status_handler
 from ._logging import configure_logging, get_logger, set_amnesia, set_level
 from ._metrics import Metrics
-from ._signals import wait_for_ctrl_c
+from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor_child import ChildFn
 from ._supervisor_policy import RestartType
 from .config import ConfigCell
@@ -184,16 +184,12 @@ class Kernel:
         await self.start()
         await wait_for_ctrl_c()
         _log.info("signal_received", reason="shutdown requested by signal")
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, _exit_now, sig)
-            installed.append(sig)
+        restore = install_handlers(asyncio.get_running_loop(),
+                                   (signal.SIGINT, signal.SIGTERM), _exit_now)
         try:
             await self.shutdown()
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            restore()
 
     async def shutdown(self, deadline: float | None = None) -> None:
         """Publish ``Shutdown``, drain the children within the deadline, then stop everything.
@@ -250,7 +246,11 @@ class Kernel:
 
     def _apply_reload(self, old: Config, new: Config) -> None:
         """Apply the keys that take effect at once; supervisor keys apply to future restarts."""
-        if new.log != old.log:
+        if new.log.format != old.log.format:
+            # log.format is an immediate key: rebuild the renderer, keep everything else.
+            configure_logging(format=new.log.format, level=new.log.level,
+                              amnesia=new.amnesia.enabled)
+        elif new.log.level != old.log.level:
             set_level(new.log.level)
         if new.amnesia.enabled != old.amnesia.enabled:
             set_amnesia(new.amnesia.enabled)  # the cell already relabelled the metrics
