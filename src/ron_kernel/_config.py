@@ -426,7 +426,10 @@ def is_secret(key: str) -> bool:
     return bool(_SECRET.search(key.rsplit(".", 1)[-1]))
 
 
-def show(key: str, value: Any) -> str:
+_SHOW_DEPTH = 6  # deeper nesting is elided: the text is cut at 80 characters anyway
+
+
+def show(key: str, value: Any, _depth: int = 0) -> str:
     """A short, redacted rendering of a value for messages and diffs."""
     if is_secret(key):
         return REDACTED
@@ -437,11 +440,15 @@ def show(key: str, value: Any) -> str:
             return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping | list | tuple) and _depth >= _SHOW_DEPTH:
+        # a file nested hundreds deep must give a ConfigError, not a RecursionError
+        text = "{...}" if isinstance(value, Mapping) else "[...]"
+    elif isinstance(value, Mapping):
         # an unknown table may hold secrets under any name: redact key by key
-        text = "{" + ", ".join(f"{k} = {show(str(k), v)}" for k, v in value.items()) + "}"
+        text = "{" + ", ".join(f"{k} = {show(str(k), v, _depth + 1)}"
+                               for k, v in value.items()) + "}"
     elif isinstance(value, list | tuple):
-        text = "[" + ", ".join(show(key, v) for v in value) + "]"
+        text = "[" + ", ".join(show(key, v, _depth + 1) for v in value) + "]"
     else:
         text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
