@@ -78,12 +78,7 @@ async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the kernel until Ctrl-C; exit 1 (every problem listed) on an invalid config."""
-    argv = config_argv(args)
-    try:
-        config = Config.load(argv=argv)
-    except ConfigError as exc:
-        print(f"ron-kernel: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    # --app first: a usage error is one line on stderr, before any config log line.
     app = None
     if args.app:
         try:
@@ -91,6 +86,12 @@ def run_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"ron-kernel: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+    argv = config_argv(args)
+    try:
+        config = Config.load(argv=argv)
+    except ConfigError as exc:
+        print(f"ron-kernel: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
             return runner.run(_serve(config, argv, app))
@@ -103,8 +104,7 @@ def config_check(args: argparse.Namespace) -> int:
     """Print the effective config with the source of every value; 1 with the problems if bad."""
     argv = config_argv(args)
     try:
-        rows = explain(argv=argv)
-        Config.load(argv=argv)
+        rows = explain(argv=argv)  # validates exactly as Config.load does
     except ConfigError as exc:
         print(f"config check: {exc}", file=sys.stderr)
         return EXIT_FAILURE
