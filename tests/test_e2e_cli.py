@@ -293,6 +293,27 @@ def test_app_errors_are_one_line_usage_errors(cwd):
         assert done.stderr.count("\n") == 1 and needle in done.stderr, done.stderr
 
 
+def test_a_failing_factory_and_a_taken_port_exit_1_with_one_line(cwd):
+    import socket
+
+    (cwd / "broken_app.py").write_text("def build(kernel):\n    raise KeyError('db_url')\n")
+    done = subprocess.run([PY, "-m", "ron_kernel", "run", "--app", "broken_app:build"],
+                          cwd=cwd, env=_env(), capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "ron-kernel: the --app factory failed: KeyError: 'db_url'")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([PY, "-m", "ron_kernel", "run", "--obs-http", "true",
+                               "--obs-addr", f"127.0.0.1:{port}"], cwd=cwd, env=_env(),
+                              capture_output=True, text=True, timeout=10)
+    assert done.returncode == 1
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("ron-kernel: ") and str(port) in last, done.stderr
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

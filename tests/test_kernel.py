@@ -374,6 +374,41 @@ async def test_run_returns_after_a_real_sigint_and_subscribers_got_shutdown():
     assert signal.getsignal(signal.SIGINT) is saved
 
 
+async def test_run_also_returns_when_shutdown_is_called_elsewhere():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    stopper: list[asyncio.Future[None]] = []
+
+    async def quitter(ctx: ChildContext) -> None:
+        ctx.ready()
+        await asyncio.sleep(0.05)
+        stopper.append(asyncio.ensure_future(k.shutdown()))  # e.g. an embedder's admin call
+        await ctx.shutdown.wait()
+
+    k = _kernel()
+    k.supervise("quitter", quitter)
+    await asyncio.wait_for(k.run(), 5)
+    assert k.state == "stopped" and stopper[0].done()
+    assert {sig: signal.getsignal(sig) for sig in saved} == saved
+
+
+async def test_run_off_the_main_thread_raises_instead_of_draining():
+    def in_thread() -> str:
+        async def main() -> str:
+            k = _kernel(Config.from_mapping({}))
+            try:
+                await k.run()
+            except RuntimeError:
+                return k.state
+            finally:
+                await k.shutdown()
+            return "returned"
+
+        return asyncio.run(main())
+
+    assert await asyncio.to_thread(in_thread) == "running"
+
+
 # ----------------------------------------------------------------------------- reload
 
 

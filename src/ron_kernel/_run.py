@@ -17,6 +17,7 @@ from .errors import ConfigError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -61,9 +62,14 @@ async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None
 
         install_demo(kernel)
     else:
-        result = app(kernel)
-        if inspect.isawaitable(result):
-            await result
+        try:
+            result = app(kernel)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # the user's factory: report it in one line, not a traceback
+            print(f"ron-kernel: the --app factory failed: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            return EXIT_FAILURE
     await kernel.start()
     urls = kernel.urls()
     if urls:
@@ -98,6 +104,10 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ron-kernel: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except KeyboardInterrupt:
+        # Ctrl-C before the kernel was up (asyncio.Runner turns it into KeyboardInterrupt)
+        print("ron-kernel: interrupted while starting", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def config_check(args: argparse.Namespace) -> int:

@@ -100,6 +100,7 @@ class Kernel:
         self._started_at: float | None = None
         self._state = "new"  # new -> running -> draining -> stopped
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()  # wakes run() when shutdown() is called
 
     # ------------------------------------------------------------------ composition
 
@@ -178,12 +179,26 @@ class Kernel:
     async def run(self) -> None:
         """Start (if needed), wait for Ctrl-C or SIGTERM, then drain and return.
 
-        A second Ctrl-C/SIGTERM while draining exits the process at once with status
-        :data:`EXIT_SECOND_SIGNAL`.
+        Also returns, after the drain, when :meth:`shutdown` is called from elsewhere (a
+        service, an admin endpoint of the embedder). A second Ctrl-C/SIGTERM while draining
+        exits the process at once with status :data:`EXIT_SECOND_SIGNAL`.
         """
         await self.start()
-        await wait_for_ctrl_c()
-        _log.info("signal_received", reason="shutdown requested by signal")
+        if self._shutdown_task is None:
+            ctrl_c = asyncio.ensure_future(wait_for_ctrl_c())
+            stop = asyncio.ensure_future(self._stop_requested.wait())
+            try:
+                await asyncio.wait((ctrl_c, stop), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (ctrl_c, stop):
+                    waiter.cancel()
+                # awaiting the cancelled wait_for_ctrl_c puts the previous handlers back
+                await asyncio.gather(ctrl_c, stop, return_exceptions=True)
+            if ctrl_c.done() and not ctrl_c.cancelled():
+                failure = ctrl_c.exception()
+                if failure is not None:  # e.g. not the main thread: say so, don't drain
+                    raise failure
+                _log.info("signal_received", reason="shutdown requested by signal")
         restore = install_handlers(asyncio.get_running_loop(),
                                    (signal.SIGINT, signal.SIGTERM), _exit_now)
         try:
@@ -201,6 +216,7 @@ class Kernel:
         Always returns; idempotent and safe to call concurrently.
         """
         if self._shutdown_task is None:
+            self._stop_requested.set()
             self._shutdown_task = asyncio.ensure_future(self._shutdown(deadline))
         await asyncio.shield(self._shutdown_task)
 
