@@ -77,13 +77,69 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                         help="short run (seconds, for smoke tests and the regression gate)")
     parser.add_argument("--loops", default="asyncio,uvloop",
                         help="comma-separated loop flavors to measure (default: both)")
+    parser.add_argument("--plot", metavar="FILE.png", type=Path,
+                        help="draw latency distributions and throughput curves into FILE.png")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (it is also off when stderr is not a terminal)")
     return parser
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw the progress bar: asked for, and stderr is a terminal."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
+def loops_of(args: argparse.Namespace) -> list[str]:
+    """The loop flavors named by ``--loops``."""
+    return [f.strip() for f in args.loops.split(",") if f.strip()]
+
+
+RAW = "raw"
+"""Key of the raw samples a rig keeps for its plot; never written to JSON (too large)."""
+
+
 def write_json(path: Path | None, rig: str, results: dict[str, Any]) -> dict[str, Any]:
-    """Wrap ``results`` with the rig name and machine info; write it to ``path`` when given."""
-    doc = {"rig": rig, "machine": machine_info(), "results": results}
+    """Wrap ``results`` with the rig name and machine info; write it to ``path`` when given.
+
+    The raw samples under :data:`RAW` are left out: the percentiles and ratios are the record.
+    """
+    kept = {k: v for k, v in results.items() if k != RAW}
+    doc = {"rig": rig, "machine": machine_info(), "results": kept}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
     return doc
+
+
+# Tolerance classes of PERFORMANCE.MD §5: (allowed relative change, which direction is better).
+# Every ratio is kernel / baseline, so "lower" ratios are latencies and costs, "higher" rates.
+RATIO_CLASSES: dict[str, tuple[float, str]] = {
+    "latency_p95": (0.10, "lower"),
+    "latency_p99": (0.15, "lower"),
+    "throughput": (0.10, "higher"),
+    "restart_reload_p95": (0.20, "lower"),
+}
+
+
+def add_ratio(results: dict[str, Any], name: str, kernel: float, baseline: float, *,
+              klass: str, unit: str) -> None:
+    """Record ``kernel / baseline`` as ``results["ratios"][name]`` with its tolerance class.
+
+    ``results["ratios"]`` stays a flat ``{name: float}`` (what the regression gate compares);
+    the class and the two figures go to ``ratio_classes`` and ``ratio_detail``.
+    """
+    if klass not in RATIO_CLASSES:
+        raise ValueError(f"unknown ratio class {klass!r} for {name!r}; "
+                         f"expected one of {sorted(RATIO_CLASSES)}")
+    value = kernel / baseline if baseline else float("nan")
+    results.setdefault("ratios", {})[name] = value
+    results.setdefault("ratio_classes", {})[name] = klass
+    results.setdefault("ratio_detail", {})[name] = {
+        "kernel": kernel, "baseline": baseline, "unit": unit,
+        "better": RATIO_CLASSES[klass][1]}
+
+
+def thin(samples: Sequence[float], limit: int = 20_000) -> list[float]:
+    """Every k-th sample so at most ``limit`` remain (for plots; the order is kept)."""
+    step = max(1, len(samples) // limit)
+    return list(samples[::step])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,10 +54,24 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
 
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right")
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        # piped into a file or CI log: rich would fold to 80 columns and truncate the names
+        console = Console(width=160)
+    console.print(table)
+
+
+def print_ratios(results: dict[str, Any], title: str = "Ratios vs the same-run baseline") -> None:
+    """Print the rig's ratio table: measure, kernel figure, baseline figure, ratio, gate class."""
+    detail: dict[str, dict[str, Any]] = results.get("ratio_detail", {})
+    rows = [(name, d["unit"], d["kernel"], d["baseline"], results["ratios"][name],
+             results["ratio_classes"][name], d["better"])
+            for name, d in detail.items()]
+    print_table(title, ["ratio (kernel / baseline)", "unit", "kernel", "baseline", "ratio",
+                        "class", "better"], rows)
 
 
 def _cell(value: Any) -> str:
@@ -79,38 +93,57 @@ class Panel:
     title: str
     xlabel: str
     ylabel: str
-    lines: dict[str, tuple[Sequence[float], Sequence[float]]] = field(default_factory=dict)
-    distributions: dict[str, Sequence[float]] = field(default_factory=dict)
+    lines: Mapping[str, tuple[Sequence[float], Sequence[float]]] = field(default_factory=dict)
+    distributions: Mapping[str, Sequence[float]] = field(default_factory=dict)
     logy: bool = False
     logx: bool = False
 
 
 def save_plot(path: Path, suptitle: str, panels: Sequence[Panel]) -> Path:
-    """Draw ``panels`` side by side into a PNG at ``path`` and return the path."""
+    """Draw ``panels`` (two per row) into a PNG at ``path`` and return the path.
+
+    Box plots show the median, the quartiles (box) and p1..p99 (whiskers); log axes keep
+    plain numbers on their ticks (``8`` and ``20``, not ``2^3`` and ``2x10^1``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1000 else f"{v:g}")
     cols = min(len(panels), 2)
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.4 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels, strict=False):
+        ax.set_title(panel.title, fontsize="medium")
+        xs_seen: set[float] = set()
         for name, (xs, ys) in panel.lines.items():
             ax.plot(list(xs), list(ys), marker="o", label=name)
+            xs_seen.update(float(x) for x in xs)
+        xlabel = panel.xlabel
         if panel.distributions:
             data = [list(v) for v in panel.distributions.values() if len(v)]
             labels = [k for k, v in panel.distributions.items() if len(v)]
             if data:
-                ax.boxplot(data, tick_labels=labels, showfliers=False, whis=(1, 99))
-                ax.tick_params(axis="x", rotation=20)
-        ax.set_title(panel.title)
-        ax.set_xlabel(panel.xlabel)
+                # whiskers at p1/p99: the tail is what a latency plot is for
+                ax.boxplot(data, showfliers=False, whis=(1, 99))
+                ax.set_xticks(range(1, len(labels) + 1), labels, fontsize="small")
+                xlabel += "   (box p25-p75, line median, whiskers p1-p99)"
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.ylabel)
         if panel.logy:
             ax.set_yscale("log")
+            # 1-2-5 ticks: a range inside one decade still gets labelled ticks
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(NullFormatter())
         if panel.logx:
             ax.set_xscale("log", base=2)
+            if xs_seen:
+                ax.set_xticks(sorted(xs_seen))
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if panel.lines:
             ax.legend(fontsize="small")
         ax.grid(True, alpha=0.3)
@@ -119,6 +152,6 @@ def save_plot(path: Path, suptitle: str, panels: Sequence[Panel]) -> Path:
     fig.suptitle(suptitle)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -15,7 +15,9 @@ Three measurements:
 * **publish cost** — ns per ``publish`` with N idle (subscribed, never waiting) receivers, which
   must not grow with N.
 
-``run(args)`` returns a plain dict of numbers (easy to plot); ``main()`` prints tables.
+``run(args)`` returns a plain dict of numbers (easy to plot); ``main()`` prints tables, and
+``--plot FILE.png`` draws throughput vs receivers, the latency distributions and publish cost.
+The ratios the regression gate compares are in ``results["ratios"]`` (kernel / Queue idiom).
 """
 
 from __future__ import annotations
@@ -26,12 +28,24 @@ import gc
 import math
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from ron_kernel import Bus
 from ron_kernel.bus import Receiver
 from ron_kernel.errors import Closed, Lagged
-from ron_kernel.perf._common import base_parser, new_loop, percentiles, write_json
+from ron_kernel.perf._common import (
+    RAW,
+    add_ratio,
+    base_parser,
+    loops_of,
+    new_loop,
+    percentiles,
+    show_progress,
+    thin,
+    write_json,
+)
+from ron_kernel.perf._report import Panel, print_ratios, progress, save_plot
 
 RIG = "bus_fanout"
 RECEIVERS = (1, 2, 4, 8, 16)
@@ -231,12 +245,13 @@ async def _latency_case(kind: str, receivers: int, size: int, rate: float,
         await asyncio.sleep(0)  # a paced producer: spin, yielding to the receivers
     await finish()
     await asyncio.gather(*tasks)
-    pct = percentiles([s / 1000 for s in samples])
+    micros = [s / 1000 for s in samples]
+    pct = percentiles(micros)
     return {
         "kind": kind, "receivers": receivers, "payload": size, "rate": rate,
         "messages": total, "samples": len(samples), "lag": lag[0],
         "p50_us": pct["p50"], "p95_us": pct["p95"], "p99_us": pct["p99"],
-        "mean_us": pct["mean"], "max_us": pct["max"],
+        "mean_us": pct["mean"], "max_us": pct["max"], RAW: thin(micros),
     }
 
 
@@ -287,7 +302,7 @@ def _on_loop(flavor: str, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement selected by ``args``; return a plain dict of numbers."""
     quick: bool = args.quick
-    flavors = [f.strip() for f in args.loops.split(",") if f.strip()]
+    flavors = loops_of(args)
     receivers = (1, 8) if quick else RECEIVERS
     payloads = (128,) if quick else PAYLOADS
     rounds = 1 if quick else args.rounds
@@ -298,34 +313,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                    "burst": args.burst, "rate": args.rate, "latency_seconds": duration,
                    "rounds": rounds},
         "throughput": [], "latency": [], "publish_cost": [], "targets": {},
+        RAW: {"latency_us": {}},
     }
-    for flavor in flavors:
-        for n_rx in receivers:
-            for size in payloads:
-                for mode in MODES:
-                    best: dict[str, Any] | None = None
-                    for _ in range(rounds):
-                        case = _on_loop(flavor, _throughput_case(
-                            mode, n_rx, size, args.messages or _messages_for(n_rx, quick),
-                            args.capacity, args.burst))
-                        if best is None or case["events_per_s"] > best["events_per_s"]:
-                            best = case
-                    assert best is not None
-                    best["loop"] = flavor
-                    results["throughput"].append(best)
-                    _progress(f"throughput {flavor:<7} {mode:<9} 1->{n_rx:<2} {size:>3} B "
-                              f"{best['events_per_s'] / 1e6:6.2f} M ev/s")
-        for n_rx in lat_receivers:
-            for kind in ("bus", "queue"):
-                case = _on_loop(flavor, _latency_case(kind, n_rx, 128, args.rate, duration))
-                case["loop"] = flavor
-                results["latency"].append(case)
-                _progress(f"latency    {flavor:<7} {kind:<5} 1->{n_rx:<2} "
-                          f"p99 {case['p99_us']:.1f} us")
-    cost_n = args.messages or (100_000 if quick else 300_000)
-    for n_rx in (0, 1, 8, 16):
-        results["publish_cost"].append(_publish_cost(n_rx, cost_n, 3 if quick else 5))
-    results["ratios"] = _ratios(results)
+    cost_rx = (0, 1, 8, 16)
+    steps = len(flavors) * (len(receivers) * len(payloads) * len(MODES)
+                            + len(lat_receivers) * 2) + len(cost_rx)
+    with progress(steps, "bus fan-out", enabled=show_progress(args)) as bar:
+        for flavor in flavors:
+            for n_rx in receivers:
+                for size in payloads:
+                    for mode in MODES:
+                        bar.advance(f"throughput {flavor} {mode} 1->{n_rx} {size} B")
+                        best: dict[str, Any] | None = None
+                        for _ in range(rounds):
+                            case = _on_loop(flavor, _throughput_case(
+                                mode, n_rx, size, args.messages or _messages_for(n_rx, quick),
+                                args.capacity, args.burst))
+                            if best is None or case["events_per_s"] > best["events_per_s"]:
+                                best = case
+                        assert best is not None
+                        best["loop"] = flavor
+                        results["throughput"].append(best)
+            for n_rx in lat_receivers:
+                for kind in ("bus", "queue"):
+                    bar.advance(f"latency {flavor} {kind} 1->{n_rx}")
+                    case = _on_loop(flavor, _latency_case(kind, n_rx, 128, args.rate, duration))
+                    case["loop"] = flavor
+                    results[RAW]["latency_us"][f"{flavor} {kind}\n1->{n_rx}"] = case.pop(RAW)
+                    results["latency"].append(case)
+        cost_n = args.messages or (100_000 if quick else 300_000)
+        for n_rx in cost_rx:
+            bar.advance(f"publish cost, {n_rx} idle receivers")
+            results["publish_cost"].append(_publish_cost(n_rx, cost_n, 3 if quick else 5))
+    results["vs_queue"] = _vs_queue(results)
+    _gate_ratios(results)
     results["targets"] = _targets(results)
     return results
 
@@ -337,7 +358,57 @@ def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
     return None
 
 
-def _ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
+def _gate_ratios(results: dict[str, Any]) -> None:
+    """The ratios the regression gate compares: cases that the quick and the full run share."""
+    for loop in results["config"]["loops"]:
+        queue8 = _find(results["throughput"], loop=loop, mode="queue", receivers=8, payload=128)
+        for mode in ("recv_many", "recv"):
+            row = _find(results["throughput"], loop=loop, mode=mode, receivers=8, payload=128)
+            if row and queue8:
+                add_ratio(results, f"{loop}:throughput_{mode}_8rx", row["events_per_s"],
+                          queue8["events_per_s"], klass="throughput", unit="msg/s")
+        bus = _find(results["latency"], loop=loop, kind="bus", receivers=8)
+        queue = _find(results["latency"], loop=loop, kind="queue", receivers=8)
+        if bus and queue:
+            add_ratio(results, f"{loop}:latency_8rx_p95", bus["p95_us"], queue["p95_us"],
+                      klass="latency_p95", unit="µs")
+            add_ratio(results, f"{loop}:latency_8rx_p99", bus["p99_us"], queue["p99_us"],
+                      klass="latency_p99", unit="µs")
+    cost = {row["receivers"]: row for row in results["publish_cost"]}
+    if 8 in cost:
+        # a publish rate: kernel rate / idiom rate = idiom ns / kernel ns
+        add_ratio(results, "publish_rate_8_idle", 1e9 / cost[8]["bus_ns"],
+                  1e9 / cost[8]["queue_ns"], klass="throughput", unit="publish/s")
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Throughput vs receivers, latency distributions and publish cost, into ``path``."""
+    tput: dict[str, tuple[list[float], list[float]]] = {}
+    for loop in results["config"]["loops"]:
+        for mode in MODES:
+            rows = sorted((r for r in results["throughput"] if r["loop"] == loop
+                           and r["mode"] == mode and r["payload"] == 128),
+                          key=lambda r: r["receivers"])
+            label = f"{loop} {'Queue idiom' if mode == 'queue' else mode}"
+            tput[label] = ([r["receivers"] for r in rows],
+                           [r["events_per_s"] / 1e6 for r in rows])
+    cost = results["publish_cost"]
+    rx = [float(r["receivers"]) for r in cost]
+    panels = [
+        Panel("Throughput vs receivers (128 B, fully delivered)", "receivers",
+              "messages published / s (millions)", lines=tput, logx=True, logy=True),
+        Panel(f"Publish -> deliver latency at {results['config']['rate']:,.0f} msg/s, 128 B",
+              "loop, kind, fan-out", "latency (µs)",
+              distributions=results[RAW]["latency_us"], logy=True),
+        Panel("Publish cost with idle receivers", "idle receivers", "ns per publish",
+              lines={"bus.publish": (rx, [r["bus_ns"] for r in cost]),
+                     "put_nowait to each Queue": (rx, [r["queue_ns"] for r in cost])}),
+    ]
+    return save_plot(path, "ron-kernel bus fan-out vs the asyncio.Queue idiom (same run)",
+                     panels)
+
+
+def _vs_queue(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for row in results["throughput"]:
         if row["mode"] == "queue":
@@ -380,10 +451,6 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         out["publish_8_idle_vs_1_ns"] = {"value": cost[8] / cost[1], "target": 1.05,
                                          "met": cost[8] <= cost[1] * 1.05}
     return out
-
-
-def _progress(line: str) -> None:
-    print(f"  .. {line}", flush=True)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -442,10 +509,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point: run, print the tables, optionally write JSON."""
+    """Entry point: run, print the tables, optionally write JSON and a plot."""
     args = parser().parse_args(argv)
     results = run(args)
     print(report(results))
+    print_ratios(results)
+    if args.plot:
+        print(f"plot: {plot(results, args.plot)}")
     return write_json(args.json, RIG, results)
 
 

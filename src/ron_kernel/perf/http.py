@@ -14,8 +14,9 @@ Every figure is printed next to a same-run baseline:
 * **readiness flip** — ``HealthState.set`` to the first ``/readyz`` answer that shows the change,
   seen by a client polling on a keep-alive connection.
 
-``run(args)`` returns a plain dict of numbers; ``main()`` prints tables. Targets (issue 3) are
-reported, never asserted.
+``run(args)`` returns a plain dict of numbers; ``main()`` prints tables, ``--plot FILE.png``
+draws the distributions. Targets (issue 3) are reported, never asserted; the ratios the
+regression gate compares are in ``results["ratios"]``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,25 @@ import contextlib
 import gc
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from ron_kernel import Metrics
-from ron_kernel.perf._common import base_parser, new_loop, percentiles, write_json
+from ron_kernel.perf._common import (
+    RAW,
+    add_ratio,
+    base_parser,
+    loops_of,
+    new_loop,
+    percentiles,
+    show_progress,
+    thin,
+    write_json,
+)
+from ron_kernel.perf._report import Panel, print_ratios, progress, save_plot
 
 RIG = "http"
 SERIES = 2000
@@ -128,7 +141,7 @@ async def _readyz_case(requests: int) -> dict[str, Any]:
     m.health.set("svc", True)
     task, (host, port) = await _serve(m)
     client = await _Client.connect(host, port)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {RAW: {}}
     try:
         for path in ("/readyz", "/plain"):
             for _ in range(min(200, requests)):  # warm-up
@@ -141,6 +154,7 @@ async def _readyz_case(requests: int) -> dict[str, Any]:
                 assert status == 200, status
             p = percentiles(samples)
             out[path.strip("/")] = {k: v for k, v in p.items()}
+            out[RAW][path.strip("/")] = thin(samples)
     finally:
         await client.close()
         await _stop(task)
@@ -163,11 +177,13 @@ def _render_case(repeats: int) -> dict[str, Any]:
             out.append((time.perf_counter() - start) * 1e3)
         return out
 
-    ours = percentiles(timed(m.render))
-    plain = percentiles(timed(lambda: generate_latest(registry)))
+    ours_ms = timed(m.render)
+    plain_ms = timed(lambda: generate_latest(registry))
+    ours, plain = percentiles(ours_ms), percentiles(plain_ms)
     return {"series_total": kernel_series, "render_ms": ours, "generate_latest_ms": plain,
             "ratio_p50": ours["p50"] / plain["p50"], "bytes": len(m.render()),
-            "plain_bytes": len(generate_latest(registry))}
+            "plain_bytes": len(generate_latest(registry)),
+            RAW: {"render": ours_ms, "generate_latest": plain_ms}}
 
 
 async def _ticker(lags: list[float], stop: asyncio.Event) -> None:
@@ -209,6 +225,7 @@ async def _scrape_block_case(scrapes: int) -> dict[str, Any]:
                 "loop_block_p99_ms": percentiles(lags)["p99"],
                 "idle_jitter_max_ms": max(ticker_lags[:mark]) if mark else float("nan"),
                 "scrape": percentiles(scrape_ms),
+                RAW: thin(lags),
             }
     finally:
         await client.close()
@@ -238,7 +255,7 @@ async def _flip_case(flips: int) -> dict[str, Any]:
     finally:
         await client.close()
         await _stop(task)
-    return {"flips": flips, "flip_ms": percentiles(samples)}
+    return {"flips": flips, "flip_ms": percentiles(samples), RAW: samples}
 
 
 def _on_loop(flavor: str, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -253,29 +270,72 @@ def _on_loop(flavor: str, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement selected by ``args``; return a plain dict of numbers."""
     quick: bool = args.quick
-    flavors = [f.strip() for f in args.loops.split(",") if f.strip()]
+    flavors = loops_of(args)
     requests = 1000 if quick else args.requests
     scrapes = 10 if quick else 50
     flips = 100 if quick else 500
-    results: dict[str, Any] = {
-        "config": {"quick": quick, "loops": flavors, "series": SERIES, "requests": requests,
-                   "scrapes": scrapes, "flips": flips},
-        "render": _render_case(10 if quick else 50),
-        "per_loop": {},
-    }
-    _progress(f"render {results['render']['render_ms']['p50']:.2f} ms "
-              f"(generate_latest {results['render']['generate_latest_ms']['p50']:.2f} ms)")
-    for flavor in flavors:
-        row = {
-            "readyz": _on_loop(flavor, _readyz_case(requests)),
-            "scrape": _on_loop(flavor, _scrape_block_case(scrapes)),
-            "flip": _on_loop(flavor, _flip_case(flips)),
+    with progress(1 + 3 * len(flavors), "http", enabled=show_progress(args)) as bar:
+        bar.advance(f"render at {SERIES} series")
+        render = _render_case(10 if quick else 50)
+        results: dict[str, Any] = {
+            "config": {"quick": quick, "loops": flavors, "series": SERIES, "requests": requests,
+                       "scrapes": scrapes, "flips": flips},
+            "render": render, "per_loop": {}, RAW: {"render": render.pop(RAW)},
         }
-        results["per_loop"][flavor] = row
-        _progress(f"{flavor}: readyz p95 {row['readyz']['readyz']['p95']:.3f} ms, "
-                  f"flip p95 {row['flip']['flip_ms']['p95']:.3f} ms")
+        for flavor in flavors:
+            bar.advance(f"{flavor}: /readyz vs /plain")
+            readyz = _on_loop(flavor, _readyz_case(requests))
+            bar.advance(f"{flavor}: /metrics scrapes, loop block")
+            scrape = _on_loop(flavor, _scrape_block_case(scrapes))
+            bar.advance(f"{flavor}: readiness flips")
+            flip = _on_loop(flavor, _flip_case(flips))
+            results[RAW][flavor] = {
+                "readyz": readyz.pop(RAW), "flip": flip.pop(RAW),
+                "block": {k: scrape[k].pop(RAW) for k in ("metrics", "metrics-inline")}}
+            results["per_loop"][flavor] = {"readyz": readyz, "scrape": scrape, "flip": flip}
     results["targets"] = _targets(results)
+    _gate_ratios(results)
     return results
+
+
+def _gate_ratios(results: dict[str, Any]) -> None:
+    r = results["render"]
+    add_ratio(results, "render_p50", r["render_ms"]["p50"], r["generate_latest_ms"]["p50"],
+              klass="latency_p95", unit="ms")
+    for flavor, row in results["per_loop"].items():
+        rz = row["readyz"]
+        add_ratio(results, f"{flavor}:readyz_p95", rz["readyz"]["p95"], rz["plain"]["p95"],
+                  klass="latency_p95", unit="ms")
+        add_ratio(results, f"{flavor}:readyz_p99", rz["readyz"]["p99"], rz["plain"]["p99"],
+                  klass="latency_p99", unit="ms")
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Latency distributions: /readyz, render, loop block during scrapes, readiness flip."""
+    raw = results[RAW]
+    readyz: dict[str, list[float]] = {}
+    block: dict[str, list[float]] = {}
+    flip: dict[str, list[float]] = {}
+    for flavor in results["per_loop"]:
+        readyz[f"{flavor}\n/readyz"] = raw[flavor]["readyz"]["readyz"]
+        readyz[f"{flavor}\n/plain"] = raw[flavor]["readyz"]["plain"]
+        block[f"{flavor}\n/metrics"] = raw[flavor]["block"]["metrics"]
+        block[f"{flavor}\non-loop plain"] = raw[flavor]["block"]["metrics-inline"]
+        flip[flavor] = raw[flavor]["flip"]
+    series = results["config"]["series"]
+    panels = [
+        Panel("GET round trip, keep-alive loopback", "loop, route",
+              "ms (log scale)", distributions=readyz, logy=True),
+        Panel(f"/metrics text at {series:,} series", "renderer", "ms per render",
+              distributions={"Metrics.render()": raw["render"]["render"],
+                             "generate_latest\n(plain registry)":
+                             raw["render"]["generate_latest"]}),
+        Panel("Event-loop lateness of a 1 ms ticker during scrapes", "loop, /metrics renderer",
+              "ms late", distributions=block),
+        Panel("HealthState.set -> /readyz shows it", "loop", "ms", distributions=flip),
+    ]
+    return save_plot(path, "ron-kernel HTTP endpoints (baselines: /plain route, plain "
+                     "prometheus_client)", panels)
 
 
 def _targets(results: dict[str, Any]) -> dict[str, Any]:
@@ -293,10 +353,6 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
             out[f"{flavor}:{key}"] = {"value": value, "target": TARGETS[key],
                                       "met": value <= TARGETS[key]}
     return out
-
-
-def _progress(line: str) -> None:
-    print(f"  .. {line}", flush=True)
 
 
 def report(results: dict[str, Any]) -> str:
@@ -349,10 +405,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point: run, print the tables, optionally write JSON."""
+    """Entry point: run, print the tables, optionally write JSON and a plot."""
     args = parser().parse_args(argv)
     results = run(args)
     print(report(results))
+    print_ratios(results)
+    if args.plot:
+        print(f"plot: {plot(results, args.plot)}")
     return write_json(args.json, RIG, results)
 
 

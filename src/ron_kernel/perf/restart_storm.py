@@ -15,7 +15,9 @@ Measures, on each loop flavor:
   1,000 bare tasks as the baseline).
 
 Crash logs are rendered as JSON (with traceback) into ``os.devnull``: their cost is included,
-as in production. ``run(args)`` returns a plain dict of numbers; ``main()`` prints it.
+as in production. ``run(args)`` returns a plain dict of numbers (``per_loop``, and the
+``ratios`` the regression gate compares); ``main()`` prints it, ``--plot FILE.png`` draws
+restarts/s vs children and the latency distributions.
 """
 
 from __future__ import annotations
@@ -25,13 +27,25 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from .._bus import Bus
 from .._events import KernelEvent
 from .._logging import configure_logging
 from ..supervisor import ChildContext, Supervisor
-from ._common import base_parser, new_loop, percentiles, write_json
+from ._common import (
+    RAW,
+    add_ratio,
+    base_parser,
+    loops_of,
+    new_loop,
+    percentiles,
+    show_progress,
+    thin,
+    write_json,
+)
+from ._report import Panel, print_ratios, progress, save_plot
 
 RIG = "restart_storm"
 BACKOFF = 0.005
@@ -93,7 +107,9 @@ async def crash_to_event(samples: int) -> dict[str, Any]:
         started.clear()
         trigger.set()
         await asyncio.sleep(0)
-    return {"supervisor": _ms(lat), "baseline_except": _ms(base)}
+    return {"supervisor": _ms(lat), "baseline_except": _ms(base),
+            RAW: {"supervisor": thin([v * 1e3 for v in lat]),
+                  "baseline_except": thin([v * 1e3 for v in base])}}
 
 
 async def _restart_overhead_sup(samples: int) -> list[float]:
@@ -144,7 +160,9 @@ async def restart_overhead(samples: int) -> dict[str, Any]:
     """(raise -> next start) - backoff delay, supervisor vs the hand-written loop."""
     sup = await _restart_overhead_sup(samples)
     base = await _restart_overhead_baseline(samples)
-    return {"supervisor": _ms(sup), "baseline_loop": _ms(base), "backoff_ms": BACKOFF * 1e3}
+    return {"supervisor": _ms(sup), "baseline_loop": _ms(base), "backoff_ms": BACKOFF * 1e3,
+            RAW: {"supervisor": thin([v * 1e3 for v in sup]),
+                  "baseline_loop": thin([v * 1e3 for v in base])}}
 
 
 async def _storm(children: int, seconds: float, make: Callable[[int, list[int]],
@@ -253,26 +271,81 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     samples = 300 if quick else 2000
     storm_s = 0.5 if quick else 2.0
     idle_s = 1.0 if quick else 3.0
-    out: dict[str, Any] = {}
-    for flavor in [f.strip() for f in args.loops.split(",") if f.strip()]:
-        loop = new_loop(flavor)
-        try:
-            res: dict[str, Any] = {}
-            res["crash_to_event_ms"] = loop.run_until_complete(crash_to_event(samples))
-            res["restart_overhead_ms"] = loop.run_until_complete(restart_overhead(samples))
-            res["restarts_per_s"] = loop.run_until_complete(
-                restarts_per_second([10, 100, 1000], storm_s))
-            res["idle_cpu"] = loop.run_until_complete(idle_cpu(1000, idle_s))
-            out[flavor] = res
-        finally:
-            loop.close()
+    sizes = [10, 100, 1000]
+    flavors = loops_of(args)
+    out: dict[str, Any] = {
+        "config": {"quick": quick, "loops": flavors, "samples": samples,
+                   "storm_seconds": storm_s, "idle_seconds": idle_s, "backoff_ms": BACKOFF * 1e3},
+        "per_loop": {}, RAW: {},
+    }
+    with progress(len(flavors) * (3 + len(sizes)), "restart storm",
+                  enabled=show_progress(args)) as bar:
+        for flavor in flavors:
+            loop = new_loop(flavor)
+            try:
+                res: dict[str, Any] = {}
+                bar.advance(f"{flavor}: crash -> ServiceCrashed")
+                res["crash_to_event_ms"] = loop.run_until_complete(crash_to_event(samples))
+                bar.advance(f"{flavor}: restart overhead")
+                res["restart_overhead_ms"] = loop.run_until_complete(restart_overhead(samples))
+                res["restarts_per_s"] = {}
+                for n in sizes:
+                    bar.advance(f"{flavor}: restart storm, {n} children")
+                    res["restarts_per_s"].update(
+                        loop.run_until_complete(restarts_per_second([n], storm_s)))
+                bar.advance(f"{flavor}: idle CPU, 1000 children")
+                res["idle_cpu"] = loop.run_until_complete(idle_cpu(1000, idle_s))
+            finally:
+                loop.close()
+            out[RAW][flavor] = {"crash_to_event_ms": res["crash_to_event_ms"].pop(RAW),
+                                "restart_overhead_ms": res["restart_overhead_ms"].pop(RAW)}
+            out["per_loop"][flavor] = res
+            _gate_ratios(out, flavor, res)
     return out
+
+
+def _gate_ratios(out: dict[str, Any], flavor: str, res: dict[str, Any]) -> None:
+    c, o = res["crash_to_event_ms"], res["restart_overhead_ms"]
+    add_ratio(out, f"{flavor}:restart_overhead_p95", o["supervisor"]["p95"],
+              o["baseline_loop"]["p95"], klass="restart_reload_p95", unit="ms")
+    add_ratio(out, f"{flavor}:crash_to_event_p95", c["supervisor"]["p95"],
+              c["baseline_except"]["p95"], klass="restart_reload_p95", unit="ms")
+    for n, s in res["restarts_per_s"].items():
+        add_ratio(out, f"{flavor}:restarts_per_s_{n}", s["supervisor"], s["baseline_loop"],
+                  klass="throughput", unit="restarts/s")
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Restarts/s vs children and the crash/restart latency distributions, into ``path``."""
+    rate: dict[str, tuple[list[float], list[float]]] = {}
+    overhead: dict[str, list[float]] = {}
+    crash: dict[str, list[float]] = {}
+    for flavor, res in results["per_loop"].items():
+        sizes = sorted(res["restarts_per_s"], key=int)
+        for who, label in (("supervisor", "Supervisor"), ("baseline_loop", "hand-written loop")):
+            rate[f"{flavor} {label}"] = ([int(n) for n in sizes],
+                                         [res["restarts_per_s"][n][who] for n in sizes])
+        raw = results[RAW][flavor]
+        overhead[f"{flavor}\nSupervisor"] = raw["restart_overhead_ms"]["supervisor"]
+        overhead[f"{flavor}\nloop"] = raw["restart_overhead_ms"]["baseline_loop"]
+        crash[f"{flavor}\nServiceCrashed"] = raw["crash_to_event_ms"]["supervisor"]
+        crash[f"{flavor}\nraise->except"] = raw["crash_to_event_ms"]["baseline_except"]
+    panels = [
+        Panel("Sustained restarts/s vs children (all crash, backoff 0)", "children",
+              "restarts / s", lines=rate, logx=True, logy=True),
+        Panel(f"Restart overhead beyond the {BACKOFF * 1e3:g} ms backoff", "loop, restarter",
+              "ms (raise -> next start - backoff)", distributions=overhead, logy=True),
+        Panel("Crash -> event in a subscriber's hands", "loop, path", "ms (log scale)",
+              distributions=crash, logy=True),
+    ]
+    return save_plot(path, "ron-kernel supervisor vs a hand-written restart loop (same run)",
+                     panels)
 
 
 def report(results: dict[str, Any]) -> str:
     """Plain-text summary with the targets next to the figures."""
     lines = []
-    for flavor, r in results.items():
+    for flavor, r in results["per_loop"].items():
         c, o = r["crash_to_event_ms"], r["restart_overhead_ms"]
         lines.append(f"[{flavor}]")
         lines.append(
@@ -301,10 +374,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Entry point: run, print the summary, optionally write JSON."""
+    """Entry point: run, print the summary, optionally write JSON and a plot."""
     args = parser().parse_args(argv)
     results = run(args)
     print(report(results))
+    print_ratios(results)
+    if args.plot:
+        print(f"plot: {plot(results, args.plot)}")
     return write_json(args.json, RIG, results)
 
 

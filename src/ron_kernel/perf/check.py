@@ -1,0 +1,276 @@
+"""The perf regression gate: ``python -m ron_kernel.perf.check [--update] [--runs 3]``.
+
+Runs the short (``--quick``) version of every rig ``--runs`` times, interleaved (rig A, B, C, D,
+then A, B, C, D again, so a burst of background load does not land on every run of one rig),
+takes the median of each ratio and compares it with ``perf/baselines/<rig>.json``.
+
+Only ratios are compared — kernel figure / same-run baseline figure — never absolute times, so
+the gate holds on a slower or busier machine. Each ratio has a tolerance class of
+PERFORMANCE.MD §5 (see :data:`ron_kernel.perf._common.RATIO_CLASSES`): latency-type ratios
+(lower is better) fail when they rise more than their allowance, throughput-type ratios (higher
+is better) fail when they drop more than 10 %.
+
+Exit status: 0 all within allowance, 1 a ratio regressed (or disappeared), 2 usage error or a
+missing/unreadable baseline. ``--update`` measures and rewrites the baselines instead; it is the
+only way they change (``make perf-baseline``), so a new baseline is always a reviewed diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._common import RATIO_CLASSES, machine_info
+
+BASELINES = Path(__file__).resolve().parents[3] / "perf" / "baselines"
+"""Where the stored baselines live (``perf/baselines/`` at the top of the source tree)."""
+
+RIGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "bus_fanout": ("ron_kernel.perf.bus_fanout", ("--quick",)),
+    "restart_storm": ("ron_kernel.perf.restart_storm", ("--quick",)),
+    # phase 2 (file change -> event) is a quiet-period timer with no baseline: not gated
+    "config_reload": ("ron_kernel.perf.config_reload", ("--quick", "--changes", "0")),
+    "http": ("ron_kernel.perf.http", ("--quick",)),
+}
+"""Gated rigs: module and the arguments of their short run."""
+
+DROPPED: dict[str, str] = {}
+"""Ratios the rigs report but the gate ignores, with the reason (measured run-to-run spread)."""
+
+WIDENED: dict[str, float] = {}
+"""Ratios gated with a wider allowance than their class, because their spread needs it."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The comparison of one ratio with its stored baseline."""
+
+    rig: str
+    name: str
+    klass: str
+    now: float | None
+    baseline: float
+    limit: float
+    ok: bool
+    note: str
+
+    @property
+    def allowed(self) -> str:
+        """The bound as text: ``<= 1.10`` for lower-is-better ratios, ``>= 21.7`` otherwise."""
+        better = RATIO_CLASSES[self.klass][1]
+        return f"{'<=' if better == 'lower' else '>='} {self.limit:.4g}"
+
+
+def tolerance_of(klass: str, override: float | None = None) -> float:
+    """The allowed relative change of ``klass`` (or ``override`` when a ratio was widened)."""
+    if klass not in RATIO_CLASSES:
+        raise ValueError(f"unknown ratio class {klass!r}; expected one of {sorted(RATIO_CLASSES)}")
+    return RATIO_CLASSES[klass][0] if override is None else override
+
+
+def limit_of(klass: str, baseline: float, override: float | None = None) -> float:
+    """The worst acceptable value of a ratio whose stored baseline is ``baseline``."""
+    tol = tolerance_of(klass, override)
+    if RATIO_CLASSES[klass][1] == "lower":
+        return baseline * (1 + tol)
+    return baseline * (1 - tol)
+
+
+def within(klass: str, now: float, baseline: float, override: float | None = None) -> bool:
+    """Whether ``now`` is no worse than its baseline by more than the class allows."""
+    limit = limit_of(klass, baseline, override)
+    if now != now:  # NaN: the rig could not measure it
+        return False
+    return now <= limit if RATIO_CLASSES[klass][1] == "lower" else now >= limit
+
+
+def compare(rig: str, stored: Mapping[str, Any], now: Mapping[str, float]) -> list[Verdict]:
+    """Compare the ratios ``now`` of ``rig`` with its stored baseline document."""
+    out: list[Verdict] = []
+    for name, entry in stored["ratios"].items():
+        klass, base = entry["class"], float(entry["value"])
+        override = entry.get("tolerance")
+        limit = limit_of(klass, base, override)
+        value = now.get(name)
+        if value is None:
+            out.append(Verdict(rig, name, klass, None, base, limit, False,
+                               "MISSING (the rig no longer reports it)"))
+            continue
+        ok = within(klass, value, base, override)
+        better = RATIO_CLASSES[klass][1]
+        improved = value < base / (1 + tolerance_of(klass, override)) if better == "lower" \
+            else value > base * (1 + tolerance_of(klass, override))
+        note = "REGRESSED" if not ok else ("ok, improved (update?)" if improved else "ok")
+        out.append(Verdict(rig, name, klass, value, base, limit, ok, note))
+    return out
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """Read and validate one baseline file; errors name the file and the bad entry."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no baseline {path}: run `make perf-baseline` to create it") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    ratios = doc.get("ratios") if isinstance(doc, dict) else None
+    if not isinstance(ratios, dict):
+        raise ValueError(f"{path}: expected an object with a 'ratios' object")
+    for name, entry in ratios.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("value"), int | float):
+            raise ValueError(f"{path}: ratios.{name}: expected {{'value': number, 'class': ...}}")
+        if entry.get("class") not in RATIO_CLASSES:
+            raise ValueError(f"{path}: ratios.{name}.class: {entry.get('class')!r} is not one "
+                             f"of {sorted(RATIO_CLASSES)}")
+        tol = entry.get("tolerance")
+        if tol is not None and not (isinstance(tol, int | float) and 0 < tol < 1):
+            raise ValueError(f"{path}: ratios.{name}.tolerance: expected 0 < number < 1")
+    return doc  # type: ignore[no-any-return]
+
+
+@dataclass
+class Measured:
+    """Every run's value of every ratio of one rig, with the ratios' classes."""
+
+    values: dict[str, list[float]]
+    classes: dict[str, str]
+
+    def median(self) -> dict[str, float]:
+        """The median of each ratio over the runs."""
+        return {k: statistics.median(v) for k, v in self.values.items()}
+
+    def spread(self, name: str) -> float:
+        """(max - min) / median of one ratio over the runs."""
+        v = self.values[name]
+        mid = statistics.median(v)
+        return (max(v) - min(v)) / mid if mid else float("nan")
+
+
+def baseline_doc(rig: str, measured: Measured, machine: Mapping[str, Any]) -> dict[str, Any]:
+    """The baseline document of ``rig``: median ratios (dropped ones left out) and classes."""
+    ratios: dict[str, Any] = {}
+    for name, value in sorted(measured.median().items()):
+        if name in DROPPED:
+            continue
+        entry: dict[str, Any] = {"value": round(value, 6), "class": measured.classes[name],
+                                 "runs": [round(v, 6) for v in measured.values[name]],
+                                 "spread": round(measured.spread(name), 4)}
+        if name in WIDENED:
+            entry["tolerance"] = WIDENED[name]
+        ratios[name] = entry
+    return {"rig": rig, "machine": dict(machine), "ratios": ratios,
+            "note": "written by `make perf-baseline` (python -m ron_kernel.perf.check "
+                    "--update); median of the runs; kernel / same-run baseline"}
+
+
+def write_baselines(measured: Mapping[str, Measured], directory: Path) -> list[Path]:
+    """Write one baseline file per rig into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    paths = []
+    for rig, m in measured.items():
+        path = directory / f"{rig}.json"
+        path.write_text(json.dumps(baseline_doc(rig, m, machine), indent=2) + "\n")
+        paths.append(path)
+    return paths
+
+
+def check(measured: Mapping[str, Measured], directory: Path) -> list[Verdict]:
+    """Compare the median of each measured ratio with the baselines in ``directory``."""
+    verdicts: list[Verdict] = []
+    for rig, m in measured.items():
+        verdicts += compare(rig, load_baseline(directory / f"{rig}.json"), m.median())
+    return verdicts
+
+
+def measure(rigs: Sequence[str], runs: int, loops: str, *, show: bool) -> dict[str, Measured]:
+    """Run the quick version of each rig ``runs`` times, interleaved; collect the ratios."""
+    from ._report import progress
+
+    out = {rig: Measured({}, {}) for rig in rigs}
+    with progress(runs * len(rigs), "perf gate", enabled=show) as bar:
+        for i in range(runs):
+            for rig in rigs:
+                bar.advance(f"run {i + 1}/{runs}: {rig}")
+                module_name, quick = RIGS[rig]
+                module = importlib.import_module(module_name)
+                args = module.parser().parse_args([*quick, "--loops", loops, "--no-progress"])
+                results = module.run(args)
+                for name, value in results["ratios"].items():
+                    out[rig].values.setdefault(name, []).append(float(value))
+                    out[rig].classes[name] = results["ratio_classes"][name]
+    return out
+
+
+def print_verdicts(verdicts: Sequence[Verdict], measured: Mapping[str, Measured]) -> None:
+    """The gate's table: ratio now (median, spread), baseline, allowed bound, verdict."""
+    from ._report import print_table
+
+    rows = []
+    for v in verdicts:
+        runs = measured[v.rig].values.get(v.name, [])
+        spread = f"{min(runs):.4g}..{max(runs):.4g}" if runs else "-"
+        rows.append((f"{v.rig} {v.name}",
+                     v.klass, v.now if v.now is not None else "-", spread, v.baseline,
+                     v.allowed, v.note))
+    print_table("Perf regression gate (ratio = kernel / same-run baseline)",
+                ["ratio", "class", "now (median)", "runs min..max", "baseline", "allowed",
+                 "verdict"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: measure, then compare (exit 1 on a regression) or ``--update``."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--update", action="store_true",
+                   help="rewrite the baselines from this measurement (deliberately!)")
+    p.add_argument("--runs", type=int, default=3, help="quick runs per rig; the median counts")
+    p.add_argument("--rigs", default=",".join(RIGS),
+                   help=f"comma-separated rigs (default: all of {', '.join(RIGS)})")
+    p.add_argument("--loops", default="asyncio,uvloop", help="loop flavors (default: both)")
+    p.add_argument("--baselines", type=Path, default=BASELINES, metavar="DIR",
+                   help=f"baseline directory (default: {BASELINES})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    rigs = [r.strip() for r in args.rigs.split(",") if r.strip()]
+    unknown = [r for r in rigs if r not in RIGS]
+    if unknown or args.runs < 1:
+        p.error(f"unknown rig(s) {unknown}; expected some of {list(RIGS)}" if unknown
+                else f"--runs must be >= 1, got {args.runs}")
+    if not args.update:  # fail fast, before minutes of measuring
+        for rig in rigs:
+            try:
+                load_baseline(args.baselines / f"{rig}.json")
+            except ValueError as exc:
+                print(f"perf-check: {exc}", file=sys.stderr)
+                return 2
+    measured = measure(rigs, args.runs, args.loops,
+                       show=not args.no_progress and sys.stderr.isatty())
+    if args.update:
+        for path in write_baselines(measured, args.baselines):
+            print(f"baseline written: {path}")
+        for rig, m in measured.items():
+            for name in m.values:
+                mark = "dropped: " + DROPPED[name] if name in DROPPED else ""
+                print(f"  {rig}:{name}  median {m.median()[name]:.4g}  "
+                      f"spread {m.spread(name):.1%}  {mark}")
+        return 0
+    verdicts = check(measured, args.baselines)
+    print_verdicts(verdicts, measured)
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        print(f"perf-check: {len(bad)} ratio(s) regressed: "
+              + ", ".join(f"{v.rig}:{v.name}" for v in bad))
+        return 1
+    print(f"perf-check: {len(verdicts)} ratios within their allowance")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
