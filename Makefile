@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo-bus test lint typecheck pytest api spin fuzz fuzz-smoke clean
+.PHONY: run demo-bus test lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,17 @@ fuzz: $(STAMP)
 
 fuzz-smoke: $(STAMP)
 	$(BIN)/python fuzz/run.py --seconds 60
+
+## soak: restart storms, bus overflow and a reload loop together (SOAK_SECONDS, default 3600);
+## RSS growth < 5 % after warm-up and a flat FD count, or exit 1 (docs/SOAK.md)
+SOAK_SECONDS ?= 3600
+soak: $(STAMP)
+	$(BIN)/python -m ron_kernel.perf.soak --duration $(SOAK_SECONDS) --interval 10 \
+		--json perf-results/soak.json
+
+soak-smoke: $(STAMP)
+	$(BIN)/python -m ron_kernel.perf.soak --duration 120 --interval 5 \
+		--json perf-results/soak-smoke.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
