@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo-bus test lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke clean
+.PHONY: run demo-bus test lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,5 +59,22 @@ soak-smoke: $(STAMP)
 	$(BIN)/python -m ron_kernel.perf.soak --duration 120 --interval 5 \
 		--json perf-results/soak-smoke.json
 
+## perf: every perf rig, full length (~5 min); JSON + PNG per rig into perf-results/
+PERF_OUT ?= perf-results
+perf: $(STAMP)
+	@mkdir -p $(PERF_OUT)
+	for rig in bus-fanout restart-storm config-reload http; do \
+	  $(BIN)/ron-kernel perf $$rig --json $(PERF_OUT)/$$rig.json --plot $(PERF_OUT)/$$rig.png \
+	    || exit 1; \
+	done
+
+## perf-check: short rigs x3, ratios vs perf/baselines/ (PERFORMANCE.MD §5); fails on a regression
+perf-check: $(STAMP)
+	$(BIN)/python -m ron_kernel.perf.check
+
+## perf-baseline: re-measure and rewrite perf/baselines/ on purpose (review and commit the diff)
+perf-baseline: $(STAMP)
+	$(BIN)/python -m ron_kernel.perf.check --update
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov perf-results
