@@ -32,8 +32,8 @@ GOLDEN = ("bus_lagged_total", "service_restarts_total", "request_latency_seconds
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RONK_") and k not in ("RON_CONFIG", "METRICS_ADDR")}
+    # nothing of the developer's environment may configure the kernel under test
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RONK_", "RON_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
@@ -369,6 +369,20 @@ def test_config_check_prints_every_key_with_its_source(cwd):
     assert rows["supervisor.restart_cap"].split()[1] == "7"
     assert rows["pq.mode"].endswith("# default")
     assert "config check: ok" in done.stderr
+
+    # RON_CONFIG names another file; the runbook's env alias sets the observability address
+    (cwd / "conf").mkdir()
+    (cwd / "conf" / "k.toml").write_text('[bus]\ncapacity = 16\n')
+    done = subprocess.run([PY, "-m", "ron_kernel", "config", "check"], cwd=cwd,
+                          env=_env(RON_CONFIG="conf/k.toml",
+                                   RON_KERNEL_METRICS_ADDR="127.0.0.1:9999"),
+                          capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()}
+    assert rows["bus.capacity"].split()[1] == "16"
+    assert f"# file:{cwd / 'conf' / 'k.toml'}" in rows["bus.capacity"]
+    assert "127.0.0.1:9999" in rows["observability.addr"]
+    assert rows["observability.addr"].endswith("# env:RON_KERNEL_METRICS_ADDR")
 
 
 def test_config_check_exits_1_with_every_problem(cwd):
