@@ -1,0 +1,55 @@
+"""The command line in process: parser shape, perf pass-through, --app loading."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ron_kernel._config import CONFIG_FLAG, FIELDS
+from ron_kernel._run import load_app
+from ron_kernel.cli import PERF_RIGS, build_parser, main
+
+
+@pytest.mark.parametrize("command", [["run"], ["config", "check"]], ids=" ".join)
+def test_every_config_flag_is_accepted(command):
+    argv = [*command, CONFIG_FLAG, "x.toml"]
+    for fld in FIELDS.values():
+        argv += [fld.flag, "v"]
+    ns = build_parser().parse_args(argv)
+    from ron_kernel.config import config_argv
+
+    assert config_argv(ns) == [CONFIG_FLAG, "x.toml",
+                               *(x for f in FIELDS.values() for x in (f.flag, "v"))]
+
+
+@pytest.mark.parametrize("rig", sorted(PERF_RIGS))
+def test_perf_passes_arguments_to_the_rig(rig, capsys):
+    argv = list(sys.argv)
+    assert main(["perf", rig, "--help"]) == 0
+    assert capsys.readouterr().out.startswith(f"usage: ron-kernel perf {rig}")
+    assert sys.argv == argv  # restored
+
+
+def test_perf_rig_usage_errors_keep_status_2(capsys):
+    assert main(["perf", "bus-fanout", "--no-such-flag"]) == 2
+    assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_usage_error_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--loop", "trio"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--loop" in err and "(see --help)" in err
+
+
+def test_load_app_accepts_dotted_attributes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "dotted_app.py").write_text(
+        "class App:\n    @staticmethod\n    def build(kernel):\n        return kernel\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    factory = load_app("dotted_app:App.build")
+    assert factory("k") == "k"
+    with pytest.raises(ValueError, match=r"has no attribute 'App\.nope'"):
+        load_app("dotted_app:App.nope")
