@@ -282,6 +282,27 @@ def test_app_async_factory_and_a_second_ctrl_c_during_a_slow_drain_exits_at_once
     assert "second SIGINT while draining" in kernel.err
 
 
+def test_the_console_script_imports_app_modules_from_the_working_directory(cwd):
+    script = Path(sys.executable).with_name("ron-kernel")
+    assert script.exists(), "the package is installed with its console script"
+    (cwd / "here_app.py").write_text(textwrap.dedent(CRASHY))
+    with open(cwd / "script.out", "wb") as out, open(cwd / "script.err", "wb") as err:
+        p = subprocess.Popen([str(script), "run", *OBS, "--app", "here_app:build"], cwd=cwd,
+                             env=_env(), stdout=out, stderr=err)
+    try:
+        deadline = time.monotonic() + 5
+        while "observability on" not in (cwd / "script.out").read_text():
+            assert p.poll() is None, (cwd / "script.err").read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=6) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=5)
+
+
 def test_app_errors_are_one_line_usage_errors(cwd):
     (cwd / "not_callable.py").write_text("build = 42\n")
     for spec, needle in (("nocolon", "MODULE:FACTORY"), ("no_such_mod:f", "cannot import"),

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,10 +35,17 @@ def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None
 
 
 def load_app(spec: str) -> Callable[..., Any]:
-    """Import ``module:factory`` and return the factory; ``ValueError`` naming what is wrong."""
+    """Import ``module:factory`` and return the factory; ``ValueError`` naming what is wrong.
+
+    The working directory is importable, as with ``python -m`` (the ``ron-kernel`` console
+    script would otherwise only see installed packages).
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"--app must be MODULE:FACTORY, got {spec!r}")
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
