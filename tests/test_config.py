@@ -542,3 +542,13 @@ def test_odd_paths_are_config_errors(tmp_path):
     for name in ("bad\x00name.toml", "~no_such_user_zz/x.toml", "."):
         problems = problems_of(argv=["--config", name])
         assert "config file" in problems[0]
+
+
+def test_a_bad_field_does_not_hide_an_unrelated_cross_field_problem():
+    with pytest.raises(ConfigError) as info:
+        Config.load(None,
+                    env={"RONK_BUS_CAPACITY": "0", "RONK_SUP_MIN": "10s", "RONK_SUP_MAX": "1s"})
+    text = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 2
+    assert "bus.capacity" in text and "RONK_BUS_CAPACITY" in text
+    assert "supervisor.min_backoff" in text and "RONK_SUP_MAX" in text

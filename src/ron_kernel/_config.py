@@ -710,8 +710,9 @@ def _build(layers: Sequence[Layer], problems: list[str], *,
             typed[key] = _coerce(fld, raw)
         except _Bad as bad:
             problems.append(_problem(key, raw.value, raw.source, bad.reason, fld.expected))
-    if not problems:
-        problems.extend(_cross_field(typed, merged))
+    # Cross-field rules run on every pair whose fields are valid, so one bad field does not hide
+    # an unrelated min > max problem: every problem is listed at once.
+    problems.extend(_cross_field(typed, merged))
     if problems:
         raise ConfigError(problems)
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
@@ -725,14 +726,14 @@ def _build(layers: Sequence[Layer], problems: list[str], *,
 
 def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
     out = []
-    lo, hi = typed["supervisor.min_backoff"], typed["supervisor.max_backoff"]
-    if lo > hi:
+    lo, hi = typed.get("supervisor.min_backoff"), typed.get("supervisor.max_backoff")
+    if lo is not None and hi is not None and lo > hi:
         out.append(_problem(
             "supervisor.min_backoff", lo, merged["supervisor.min_backoff"].source,
             f"greater than supervisor.max_backoff = {format_duration(hi)} "
             f"(from {merged['supervisor.max_backoff'].source})",
             "min_backoff <= max_backoff"))
-    if typed["observability.expose_http"]:
+    if typed.get("observability.expose_http") and "observability.addr" in typed:
         host, _ = parse_addr(typed["observability.addr"])
         if not _is_concrete(host):
             out.append(_problem(

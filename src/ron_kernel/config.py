@@ -285,18 +285,14 @@ class ConfigCell:
     def install_sighup(self) -> Callable[[], None]:
         """Reload on SIGHUP, in the running loop; returns a function that removes the handler.
 
-        Must be called from a coroutine (it uses ``loop.add_signal_handler``). Removing restores
-        the default SIGHUP action.
+        Must be called from a coroutine (it uses ``loop.add_signal_handler``). Removing puts
+        back whatever SIGHUP handler was there before.
         """
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        from ._signals import install_handlers
 
-        def remove() -> None:
-            loop.remove_signal_handler(signal.SIGHUP)
+        return install_handlers(asyncio.get_running_loop(), (signal.SIGHUP,), self._on_sighup)
 
-        return remove
-
-    def _on_sighup(self) -> None:
+    def _on_sighup(self, sig: signal.Signals | None = None) -> None:
         _log.info("config_reload_requested", trigger="SIGHUP")
         self.reload()
 

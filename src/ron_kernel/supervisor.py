@@ -590,6 +590,9 @@ class Supervisor:
                    reason="ignored cancellation", grace_ms=ABANDON_GRACE * 1e3)
         self._abandoned.add(task)
         task.add_done_callback(self._abandoned.discard)
+        # Whatever the abandoned task ends with (often "cannot reuse already awaited coroutine")
+        # is already reported above; retrieve it so asyncio does not log it a second time.
+        task.add_done_callback(_retrieve_outcome)
         try:
             task.get_coro().close()
         except RuntimeError:
@@ -598,3 +601,8 @@ class Supervisor:
         unregister = getattr(asyncio.tasks, "_unregister_task", None)
         if unregister is not None:
             unregister(task)
+
+
+def _retrieve_outcome(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
