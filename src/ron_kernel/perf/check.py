@@ -41,10 +41,36 @@ RIGS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 """Gated rigs: module and the arguments of their short run."""
 
-DROPPED: dict[str, str] = {}
+# Policy from three `--update` runs (each the median of 3 quick runs) on the 2-core dev machine
+# while other jobs ran; "spread" = (max - min) / median of those three medians. A ratio whose
+# spread comes near its allowance would make the gate flaky: it is dropped, or widened to about
+# twice its spread when a looser bound still catches a real regression. docs/PERFORMANCE.md has
+# the table.
+_NOISY_P99 = "p99 of ~1k samples of a tens-of-µs path is scheduler noise"
+DROPPED: dict[str, str] = {
+    "asyncio:latency_8rx_p99": f"spread 49 % > 15 %: {_NOISY_P99}",
+    "uvloop:latency_8rx_p99": f"spread 37 % > 15 %: {_NOISY_P99}",
+    "asyncio:readyz_p99": f"spread 24 % > 15 %: {_NOISY_P99}",
+    "uvloop:readyz_p99": "spread 11 %, too near 15 % (kept in the report)",
+    "asyncio:restart_overhead_p95": "spread 42 % > 20 %: p95 of the 5 ms sleep's timer jitter",
+    "uvloop:restart_overhead_p95": "spread 21 % > 20 %: p95 of the 5 ms sleep's timer jitter",
+    "asyncio:crash_to_event_p95": "baseline is a sub-µs raise->except: a timer-resolution ratio",
+    "uvloop:crash_to_event_p95": "baseline is a sub-µs raise->except; spread 41 %",
+    "asyncio:restarts_per_s_10": "spread 27 % > 10 %",
+    "uvloop:restarts_per_s_10": "spread 19 % > 10 %",
+    "reload_p50": "spread 35 % > 20 % (the p95 ratio, the spec's measure, is stable: 5 %)",
+}
 """Ratios the rigs report but the gate ignores, with the reason (measured run-to-run spread)."""
 
-WIDENED: dict[str, float] = {}
+WIDENED: dict[str, float] = {
+    "asyncio:readyz_p95": 0.20,  # spread 9 %, class allows 10 %
+    "uvloop:readyz_p95": 0.30,  # spread 14 %
+    "render_p50": 0.25,  # spread 13 %
+    "asyncio:restarts_per_s_100": 0.35,  # spread 13 %, class allows 10 %
+    "asyncio:restarts_per_s_1000": 0.35,  # spread 12 %
+    "uvloop:restarts_per_s_100": 0.35,  # spread 5 %, its siblings up to 17 %
+    "uvloop:restarts_per_s_1000": 0.35,  # spread 17 %
+}
 """Ratios gated with a wider allowance than their class, because their spread needs it."""
 
 
