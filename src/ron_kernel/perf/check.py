@@ -70,6 +70,9 @@ WIDENED: dict[str, float] = {
     "asyncio:restarts_per_s_1000": 0.35,  # spread 12 %
     "uvloop:restarts_per_s_100": 0.35,  # spread 5 %, its siblings up to 17 %
     "uvloop:restarts_per_s_1000": 0.35,  # spread 17 %
+    # medians of 3 ranged 4.23..5.35 over five gate runs (24 %): GC passes land in the tail of
+    # 150 samples; a 1.5x slower reload (relative to tomllib.loads) is still caught
+    "reload_p95": 0.50,
 }
 """Ratios gated with a wider allowance than their class, because their spread needs it."""
 
