@@ -64,37 +64,37 @@ def test_unknown_class_is_a_clear_error() -> None:
 
 
 def test_round_trip_synthetic_regression_fails_and_improvement_passes(tmp_path: Path) -> None:
-    classes = {"asyncio:throughput_recv_many_8rx": "throughput",
-               "asyncio:latency_8rx_p95": "latency_p95"}
-    stored = _measured({"asyncio:throughput_recv_many_8rx": [23.0, 24.0, 25.0],
-                        "asyncio:latency_8rx_p95": [0.9, 1.0, 1.3]}, classes)
+    classes = {"synthetic:throughput": "throughput",
+               "synthetic:latency_p95": "latency_p95"}
+    stored = _measured({"synthetic:throughput": [23.0, 24.0, 25.0],
+                        "synthetic:latency_p95": [0.9, 1.0, 1.3]}, classes)
     [path] = check.write_baselines({"bus_fanout": stored}, tmp_path)
     doc = json.loads(path.read_text())
     # the median is stored, with the runs and their spread, never an absolute time
-    entry = doc["ratios"]["asyncio:throughput_recv_many_8rx"]
+    entry = doc["ratios"]["synthetic:throughput"]
     assert entry["value"] == 24.0 and entry["class"] == "throughput"
     assert entry["runs"] == [23.0, 24.0, 25.0] and entry["spread"] == pytest.approx(2 / 24, 1e-3)
-    assert doc["ratios"]["asyncio:latency_8rx_p95"]["value"] == 1.0
+    assert doc["ratios"]["synthetic:latency_p95"]["value"] == 1.0
     assert "python" in doc["machine"]
 
-    improved = _measured({"asyncio:throughput_recv_many_8rx": [30.0, 31.0, 29.0],
-                          "asyncio:latency_8rx_p95": [0.7, 0.8, 0.75]}, classes)
+    improved = _measured({"synthetic:throughput": [30.0, 31.0, 29.0],
+                          "synthetic:latency_p95": [0.7, 0.8, 0.75]}, classes)
     verdicts = check.check({"bus_fanout": improved}, tmp_path)
     assert all(v.ok for v in verdicts)
     assert all("improved" in v.note for v in verdicts)
 
     # one bad run out of three does not fail the gate (the median counts) ...
-    noisy = _measured({"asyncio:throughput_recv_many_8rx": [24.0, 10.0, 24.5],
-                       "asyncio:latency_8rx_p95": [1.0, 3.0, 1.02]}, classes)
+    noisy = _measured({"synthetic:throughput": [24.0, 10.0, 24.5],
+                       "synthetic:latency_p95": [1.0, 3.0, 1.02]}, classes)
     assert all(v.ok for v in check.check({"bus_fanout": noisy}, tmp_path))
 
     # ... but a real regression (the median moved) does, and says which ratio
-    slower = _measured({"asyncio:throughput_recv_many_8rx": [20.0, 21.0, 20.5],
-                        "asyncio:latency_8rx_p95": [1.0, 1.05, 1.02]}, classes)
+    slower = _measured({"synthetic:throughput": [20.0, 21.0, 20.5],
+                        "synthetic:latency_p95": [1.0, 1.05, 1.02]}, classes)
     verdicts = {v.name: v for v in check.check({"bus_fanout": slower}, tmp_path)}
-    assert not verdicts["asyncio:throughput_recv_many_8rx"].ok
-    assert verdicts["asyncio:throughput_recv_many_8rx"].note == "REGRESSED"
-    assert verdicts["asyncio:latency_8rx_p95"].ok
+    assert not verdicts["synthetic:throughput"].ok
+    assert verdicts["synthetic:throughput"].note == "REGRESSED"
+    assert verdicts["synthetic:latency_p95"].ok
 
 
 def test_a_ratio_that_disappears_fails(tmp_path: Path) -> None:
@@ -164,3 +164,12 @@ def test_save_plot_writes_a_png(tmp_path: Path) -> None:
         Panel("boxes", "kind", "µs", distributions={"x": [1.0, 2.0, 3.0], "y": [0.05, 0.06]},
               logy=True)])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_dropped_ratio_is_not_judged_even_if_its_baseline_remains(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    classes = {"a": "throughput", "b": "latency_p95"}
+    check.write_baselines({"rig": _measured({"a": [2.0], "b": [1.0]}, classes)}, tmp_path)
+    monkeypatch.setitem(check.DROPPED, "b", "too noisy")
+    verdicts = check.check({"rig": _measured({"a": [2.0], "b": [9.0]}, classes)}, tmp_path)
+    assert [(v.name, v.ok) for v in verdicts] == [("a", True)]
