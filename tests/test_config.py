@@ -552,3 +552,14 @@ def test_a_bad_field_does_not_hide_an_unrelated_cross_field_problem():
     assert len(info.value.problems) == 2
     assert "bus.capacity" in text and "RONK_BUS_CAPACITY" in text
     assert "supervisor.min_backoff" in text and "RONK_SUP_MAX" in text
+
+
+def test_a_special_file_behind_a_config_path_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "Config.toml"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.toml"
+    zero.symlink_to("/dev/zero")
+    for path in (fifo, zero):
+        with pytest.raises(ConfigError) as info:
+            Config.load(path, env={})
+        assert "not a regular file" in str(info.value) and str(path) in str(info.value)

@@ -505,7 +505,14 @@ def read_file(path: Path, problems: list[str]) -> Layer:
                                       "a .toml or .json file"))
         return {}
     try:
-        raw = path.read_bytes()
+        if path.exists() and not path.is_file():
+            problems.append(_file_problem(source, "not a regular file",
+                                          "a regular .toml or .json file"))
+            return {}
+        # Read at most one byte past the limit: a huge file (or /dev/zero behind a symlink)
+        # must not cost unbounded memory.
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         problems.append(_file_problem(source, "file not found",
                                       "an existing, readable config file"))
@@ -516,7 +523,7 @@ def read_file(path: Path, problems: list[str]) -> Layer:
                                       "an existing, readable config file"))
         return {}
     if len(raw) > MAX_FILE_BYTES:
-        problems.append(_file_problem(source, f"file too large ({len(raw)} bytes)",
+        problems.append(_file_problem(source, f"file too large (more than {MAX_FILE_BYTES} bytes)",
                                       f"at most {MAX_FILE_BYTES} bytes"))
         return {}
     try:
