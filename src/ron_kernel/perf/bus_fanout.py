@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     bar.advance(f"latency {flavor} {kind} 1->{n_rx}")
                     case = _on_loop(flavor, _latency_case(kind, n_rx, 128, args.rate, duration))
                     case["loop"] = flavor
-                    results[RAW]["latency_us"][f"{flavor} {kind}\n1->{n_rx}"] = case.pop(RAW)
+                    results[RAW]["latency_us"][f"{flavor}\n{kind} 1->{n_rx}"] = case.pop(RAW)
                     results["latency"].append(case)
         cost_n = args.messages or (100_000 if quick else 300_000)
         for n_rx in cost_rx:
