@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 pytest: $(STAMP)
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85 -q
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90 -q
 
 ## api: regenerate the public API snapshot on purpose (review the diff!)
 api: $(STAMP)
