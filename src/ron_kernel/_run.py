@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import inspect
 import os
@@ -79,6 +80,11 @@ async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None
                   file=sys.stderr)
             return EXIT_FAILURE
     await kernel.start()
+    # Everything allocated so far (modules, the kernel) lives for the whole process: freeze it
+    # so full collections stop rescanning it. A gen-2 pass over the start-up heap costs 13-20 ms
+    # of loop time here; after the freeze scrapes stay under the 10 ms loop-block target.
+    gc.collect()
+    gc.freeze()
     urls = kernel.urls()
     if urls:
         print(f"ron-kernel: observability on {urls['base']}  "
