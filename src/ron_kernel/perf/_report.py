@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,3 +155,20 @@ def save_plot(path: Path, suptitle: str, panels: Sequence[Panel]) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def rig_main(rig: str, parser: Any, run: Callable[[Any], dict[str, Any]],
+             report: Callable[[dict[str, Any]], str],
+             plot: Callable[[dict[str, Any], Path], Path],
+             argv: list[str] | None) -> dict[str, Any]:
+    """The shared entry point of every rig: run, print the report and the ratio table, then
+    optionally draw the plot (``--plot``) and write the JSON document (``--json``)."""
+    from ._common import write_json
+
+    args = parser.parse_args(argv)
+    results = run(args)
+    print(report(results))
+    print_ratios(results)
+    if args.plot:
+        print(f"plot: {plot(results, args.plot)}")
+    return write_json(args.json, rig, results)

@@ -41,9 +41,8 @@ from ._common import (
     percentiles,
     show_progress,
     thin,
-    write_json,
 )
-from ._report import Panel, Steps, print_ratios, progress, save_plot
+from ._report import Panel, Steps, progress, rig_main, save_plot
 
 RIG = "config_reload"
 
@@ -283,13 +282,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point: run, print the summary, optionally write JSON and a plot."""
-    args = parser().parse_args(argv)
-    results = run(args)
-    print(report(results))
-    print_ratios(results)
-    if args.plot:
-        print(f"plot: {plot(results, args.plot)}")
-    return write_json(args.json, RIG, results)
+    return rig_main(RIG, parser(), run, report, plot, argv)
 
 
 if __name__ == "__main__":

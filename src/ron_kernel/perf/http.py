@@ -43,9 +43,8 @@ from ron_kernel.perf._common import (
     percentiles,
     show_progress,
     thin,
-    write_json,
 )
-from ron_kernel.perf._report import Panel, print_ratios, progress, save_plot
+from ron_kernel.perf._report import Panel, progress, rig_main, save_plot
 
 RIG = "http"
 SERIES = 2000
@@ -412,13 +411,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point: run, print the tables, optionally write JSON and a plot."""
-    args = parser().parse_args(argv)
-    results = run(args)
-    print(report(results))
-    print_ratios(results)
-    if args.plot:
-        print(f"plot: {plot(results, args.plot)}")
-    return write_json(args.json, RIG, results)
+    return rig_main(RIG, parser(), run, report, plot, argv)
 
 
 if __name__ == "__main__":
