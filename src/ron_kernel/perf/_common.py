@@ -68,6 +68,19 @@ def new_loop(flavor: str) -> Any:
     return asyncio.new_event_loop()
 
 
+def run_on_loop(flavor: str, coro: Any) -> Any:
+    """Run ``coro`` to completion on a fresh loop of ``flavor`` (no case inherits another's
+    state), after a full collection so a previous case's garbage is not collected mid-case."""
+    import gc
+
+    loop = new_loop(flavor)
+    try:
+        gc.collect()
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 def base_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the flags every rig shares."""
     parser = argparse.ArgumentParser(description=description)

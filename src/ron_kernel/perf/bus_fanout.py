@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import math
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +37,8 @@ from ron_kernel.perf._common import (
     add_ratio,
     base_parser,
     loops_of,
-    new_loop,
     percentiles,
+    run_on_loop,
     show_progress,
     thin,
 )
@@ -288,16 +286,6 @@ def _publish_cost(receivers: int, n: int, rounds: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ driver
 
 
-def _on_loop(flavor: str, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """Run one case on a fresh loop of ``flavor`` (so no case inherits another's state)."""
-    loop = new_loop(flavor)
-    try:
-        gc.collect()
-        return loop.run_until_complete(coro)  # type: ignore[no-any-return]
-    finally:
-        loop.close()
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement selected by ``args``; return a plain dict of numbers."""
     quick: bool = args.quick
@@ -325,7 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         bar.advance(f"throughput {flavor} {mode} 1->{n_rx} {size} B")
                         best: dict[str, Any] | None = None
                         for _ in range(rounds):
-                            case = _on_loop(flavor, _throughput_case(
+                            case = run_on_loop(flavor, _throughput_case(
                                 mode, n_rx, size, args.messages or _messages_for(n_rx, quick),
                                 args.capacity, args.burst))
                             if best is None or case["events_per_s"] > best["events_per_s"]:
@@ -336,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for n_rx in lat_receivers:
                 for kind in ("bus", "queue"):
                     bar.advance(f"latency {flavor} {kind} 1->{n_rx}")
-                    case = _on_loop(flavor, _latency_case(kind, n_rx, 128, args.rate, duration))
+                    case = run_on_loop(flavor, _latency_case(kind, n_rx, 128, args.rate, duration))
                     case["loop"] = flavor
                     results[RAW]["latency_us"][f"{flavor}\n{kind} 1->{n_rx}"] = case.pop(RAW)
                     results["latency"].append(case)

@@ -37,8 +37,8 @@ from ._common import (
     add_ratio,
     base_parser,
     loops_of,
-    new_loop,
     percentiles,
+    run_on_loop,
     show_progress,
     thin,
 )
@@ -191,11 +191,7 @@ def change_latency(path: Path, loops: list[str], changes: int,
         for mode, polling in (("watchfiles", False), ("polling", True)):
             if bar is not None:
                 bar.advance(f"file change -> event, {flavor}/{mode}")
-            loop = new_loop(flavor)
-            try:
-                samples = loop.run_until_complete(_change_latency(path, changes, polling))
-            finally:
-                loop.close()
+            samples = run_on_loop(flavor, _change_latency(path, changes, polling))
             results[f"{flavor}/{mode}"] = _ms(samples)
             results[RAW][f"{flavor}/{mode}"] = [v * 1000 for v in samples]
     return results

@@ -39,8 +39,8 @@ from ron_kernel.perf._common import (
     add_ratio,
     base_parser,
     loops_of,
-    new_loop,
     percentiles,
+    run_on_loop,
     show_progress,
     thin,
 )
@@ -263,15 +263,6 @@ async def _flip_case(flips: int) -> dict[str, Any]:
     return {"flips": flips, "flip_ms": percentiles(samples), RAW: samples}
 
 
-def _on_loop(flavor: str, coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    loop = new_loop(flavor)
-    try:
-        gc.collect()
-        return loop.run_until_complete(coro)  # type: ignore[no-any-return]
-    finally:
-        loop.close()
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement selected by ``args``; return a plain dict of numbers."""
     quick: bool = args.quick
@@ -289,11 +280,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for flavor in flavors:
             bar.advance(f"{flavor}: /readyz vs /plain")
-            readyz = _on_loop(flavor, _readyz_case(requests))
+            readyz = run_on_loop(flavor, _readyz_case(requests))
             bar.advance(f"{flavor}: /metrics scrapes, loop block")
-            scrape = _on_loop(flavor, _scrape_block_case(scrapes))
+            scrape = run_on_loop(flavor, _scrape_block_case(scrapes))
             bar.advance(f"{flavor}: readiness flips")
-            flip = _on_loop(flavor, _flip_case(flips))
+            flip = run_on_loop(flavor, _flip_case(flips))
             results[RAW][flavor] = {
                 "readyz": readyz.pop(RAW), "flip": flip.pop(RAW),
                 "block": {k: scrape[k].pop(RAW) for k in ("metrics", "metrics-inline")}}
