@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo-bus test lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
+.PHONY: run demo-bus test sysdeps lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,11 @@ demo-bus: $(STAMP)
 	$(BIN)/python -m ron_kernel._demo
 
 ## test: every gate — ruff, mypy --strict, pytest on asyncio + uvloop with coverage, API snapshot
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) sysdeps lint typecheck pytest
+
+## sysdeps: promtool and spin for the suite (apt-get when root; a no-op when present)
+sysdeps:
+	tools/system-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
