@@ -172,3 +172,13 @@ def rig_main(rig: str, parser: Any, run: Callable[[Any], dict[str, Any]],
     if args.plot:
         print(f"plot: {plot(results, args.plot)}")
     return write_json(args.json, rig, results)
+
+
+def target_lines(title: str, targets: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Lines of a rig's "Targets" block: each measure, its value, its target and met/MISSED."""
+    width = max((len(key) for key in targets), default=0) + 2
+    lines = ["", f"Targets ({title}; reported, not asserted)"]
+    for key, t in targets.items():
+        lines.append(f"  {key:<{width}}{t['value']:>14,.3f}  target {t['target']:>12,.2f}  "
+                     f"{'met' if t['met'] else 'MISSED'}")
+    return lines

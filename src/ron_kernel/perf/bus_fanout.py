@@ -42,7 +42,7 @@ from ron_kernel.perf._common import (
     show_progress,
     thin,
 )
-from ron_kernel.perf._report import Panel, progress, rig_main, save_plot
+from ron_kernel.perf._report import Panel, progress, rig_main, save_plot, target_lines
 
 RIG = "bus_fanout"
 RECEIVERS = (1, 2, 4, 8, 16)
@@ -474,10 +474,7 @@ def report(results: dict[str, Any]) -> str:
               f"{'rx':>4}{'bus':>10}{'queue':>10}"]
     for row in results["publish_cost"]:
         lines.append(f"{row['receivers']:>4}{row['bus_ns']:>10.1f}{row['queue_ns']:>10.1f}")
-    lines += ["", "Targets (issue 2; reported, not asserted)"]
-    for key, t in results["targets"].items():
-        lines.append(f"  {key:<52}{t['value']:>14,.2f}  target {t['target']:>12,.2f}  "
-                     f"{'met' if t['met'] else 'MISSED'}")
+    lines += target_lines("issue 2", results["targets"])
     return "\n".join(lines)
 
 

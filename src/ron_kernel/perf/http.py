@@ -44,7 +44,7 @@ from ron_kernel.perf._common import (
     show_progress,
     thin,
 )
-from ron_kernel.perf._report import Panel, progress, rig_main, save_plot
+from ron_kernel.perf._report import Panel, progress, rig_main, save_plot, target_lines
 
 RIG = "http"
 SERIES = 2000
@@ -386,10 +386,7 @@ def report(results: dict[str, Any]) -> str:
         f = row["flip"]["flip_ms"]
         lines.append(f"{flavor:<8}{'readiness flip -> /readyz':<34}{f['p50']:>9.3f}{f['p95']:>9.3f}"
                      f"{f['p99']:>9.3f}{f['max']:>9.3f}")
-    lines += ["", "Targets (issue 3; reported, not asserted)"]
-    for key, t in results["targets"].items():
-        lines.append(f"  {key:<40}{t['value']:>10.3f}  target {t['target']:>8.2f}  "
-                     f"{'met' if t['met'] else 'MISSED'}")
+    lines += target_lines("issue 3", results["targets"])
     return "\n".join(lines)
 
 
