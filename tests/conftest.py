@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from ron_kernel import _logging
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is a dev dependency on Linux
@@ -33,3 +35,15 @@ def loop_flavor() -> str:
     """The name of the running loop's flavor ("asyncio" or "uvloop")."""
     loop = asyncio.get_running_loop()
     return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Any:
+    """Each test starts with the kernel in charge of logging and leaves the settings as found."""
+    saved = {name: getattr(_logging._settings, name) for name in _logging._Settings.__slots__}
+    processors = list(_logging._processors)
+    _logging._settings.explicit = False
+    yield
+    for name, value in saved.items():
+        setattr(_logging._settings, name, value)
+    _logging._processors[:] = processors

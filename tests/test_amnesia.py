@@ -23,7 +23,7 @@ async def main():
     m.health.configure_pq("hybrid", True)
     m.health.set("svc-a", True)
     m.health.report_pq_posture("svc-a", "classical")
-    with bind_corr_id(), _tracing.span("kernel", "amnesia_check"):
+    with bind_corr_id(), _tracing.kernel_span("kernel", "amnesia_check"):
         get_logger("kernel").info("amnesia_check", token="never-shown")
     text = m.render().decode()
     task, (host, port) = await m.serve("127.0.0.1:0")

@@ -461,12 +461,12 @@ def test_secret_values_are_redacted_in_errors_and_diffs(tmp_path):
     write(tmp_path / "Config.toml", "[auth]\napi_token = 'hunter2'\n[bus]\npassword = 'hunter3'\n")
     problems = problems_of(env={"RONK_SECRET_KEY": "hunter4"})
     text = "\n".join(problems)
-    assert "hunter" not in text and text.count("<redacted>") == 3, text
+    assert "hunter" not in text and text.count("***") == 3, text
     assert "auth" in text and "bus.password" in text and "RONK_SECRET_KEY" in text
     changes = cfgmod.diff({"auth.token": "old-secret", "bus.capacity": 1},
                           {"auth.token": "new-secret", "bus.capacity": 2})
     assert changes == [
-        {"key": "auth.token", "old": "<redacted>", "new": "<redacted>", "applies": "immediate"},
+        {"key": "auth.token", "old": "***", "new": "***", "applies": "immediate"},
         {"key": "bus.capacity", "old": "1", "new": "2", "applies": "next-start"},
     ]
 

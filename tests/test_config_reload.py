@@ -66,7 +66,7 @@ def test_reload_applies_a_valid_change_once_and_publishes_the_new_version(cfg_fi
     assert (cell.get().bus.capacity, cell.get().log.level, cell.version) == (16, "debug", 2)
     assert drain(rx) == [KernelEvent.ConfigUpdated(version=2)]
     assert seen == [(1, 2)]
-    k = metrics._kernel
+    k = metrics.counters
     assert k.config_reloads_total.get("applied") == 1
     assert k.config_version.get() == 2
     assert k.request_latency_seconds.count("config_reload") == 1
@@ -83,9 +83,9 @@ def test_invalid_file_keeps_the_old_snapshot_and_publishes_nothing(cfg_file):
         assert cell.get() is before
         assert cell.last_error is not None and str(cfg_file) in str(cell.last_error)
     assert drain(rx) == []
-    assert metrics._kernel.config_reloads_total.get("rejected") == 4
-    assert metrics._kernel.config_reloads_total.get("applied") == 0
-    assert metrics._kernel.config_version.get() == 1
+    assert metrics.counters.config_reloads_total.get("rejected") == 4
+    assert metrics.counters.config_reloads_total.get("applied") == 0
+    assert metrics.counters.config_version.get() == 1
     cfg_file.write_text("[bus]\ncapacity = 9\n")
     assert cell.reload() is True and cell.version == 2 and cell.last_error is None
 
@@ -96,7 +96,7 @@ def test_an_unchanged_config_is_not_a_new_version(cfg_file):
     cfg_file.write_text("# same values, new bytes\n[bus]\ncapacity = 8\n")
     assert cell.reload() is True
     assert cell.version == 1 and drain(rx) == []
-    assert metrics._kernel.config_reloads_total.get("unchanged") == 1
+    assert metrics.counters.config_reloads_total.get("unchanged") == 1
 
 
 def test_reload_with_a_given_config_validates_and_bumps_the_version(cfg_file):

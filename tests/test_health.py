@@ -98,7 +98,7 @@ async def test_kernel_publishes_are_the_sampled_bus_publish_latency():
     m.health.attach_bus(bus)
     m.health.set("svc", True)
     m.health.set("svc", False)
-    assert m._kernel.request_latency_seconds.count("bus_publish") == 2
+    assert m.counters.request_latency_seconds.count("bus_publish") == 2
 
 
 def test_degradations_are_counted_by_cause():
@@ -111,7 +111,7 @@ def test_degradations_are_counted_by_cause():
     h.require("config")
     h.satisfy("config")
     h.satisfy("config", ok=False)
-    c = m._kernel.readiness_degraded_total
+    c = m.counters.readiness_degraded_total
     assert c.get("service") == 1
     assert c.get("quarantined") == 1
     assert c.get("config") == 1

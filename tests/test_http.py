@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from ron_kernel import Metrics
-from ron_kernel._http import parse_addr
+from ron_kernel._addr import parse_addr
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -85,7 +85,7 @@ async def test_readyz_is_503_with_retry_after_then_200_when_ready(served):
             assert body["ready"] is True
             assert body["services"] == {"svc-a": True}
             assert body["amnesia"] == "off"
-    assert m._kernel.request_latency_seconds.count("readyz") == 2
+    assert m.counters.request_latency_seconds.count("readyz") == 2
 
 
 async def test_metrics_is_text_0_0_4_and_openmetrics_when_asked(served):
@@ -124,11 +124,20 @@ async def test_unknown_paths_are_404_json_and_other_methods_405(served):
             assert (await r.json())["method"] == "DELETE"
 
 
-async def test_request_bodies_are_refused(served):
+async def test_a_method_a_route_does_not_take_is_405_before_its_body_is_judged(served):
     _, base = served
     async with aiohttp.ClientSession() as s:
-        async with s.post(base + "/readyz", data=b"x" * 100) as r:
-            assert r.status == 413
+        for method in ("POST", "PUT", "DELETE", "PATCH", "PROPFIND"):
+            async with s.request(method, base + "/readyz", data=b"x" * 100) as r:
+                assert r.status == 405, method
+                assert "GET" in r.headers["Allow"]
+        async with s.post(base + "/nowhere", data=b"x") as r:
+            assert r.status == 404
+
+
+async def test_a_body_on_a_matched_get_is_refused_with_413(served):
+    _, base = served
+    async with aiohttp.ClientSession() as s:
         async with s.get(base + "/metrics", data=b"payload") as r:
             assert r.status == 413
 
@@ -193,13 +202,20 @@ async def test_unspecified_addresses_are_refused_unless_asked_for():
         await _stop(task)
 
 
-@pytest.mark.parametrize("addr", [
-    "localhost", "127.0.0.1:http", "127.0.0.1:70000", "::1:80", "[::1]80", ("127.0.0.1",),
-    ("127.0.0.1", "80"), 8080,
-])
-def test_bad_addrs_get_an_error_naming_them(addr):
-    with pytest.raises(ValueError, match="observability addr"):
+BAD_ADDRS = ["localhost", "127.0.0.1:http", "127.0.0.1:70000", "::1:80", "[::1]80",
+             ("127.0.0.1",), ("127.0.0.1", "80"), 8080, "127.0.0.1:١٢", "bad host!:80"]
+
+
+@pytest.mark.parametrize("addr", BAD_ADDRS)
+def test_bad_addrs_are_refused_by_the_one_parser(addr):
+    with pytest.raises(ValueError):
         parse_addr(addr)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("addr", BAD_ADDRS)
+async def test_serve_names_a_bad_addr(addr):
+    with pytest.raises(ValueError, match="observability addr"):
+        await Metrics().serve(addr)  # type: ignore[arg-type]
 
 
 def test_good_addrs_parse():
@@ -222,7 +238,7 @@ async def test_scrape_does_not_stop_the_loop_from_answering(served):
     # many series, concurrent /readyz during /metrics scrapes: every request succeeds
     m, base = served
     for i in range(2000):
-        m._kernel.service_restarts_total.inc(f"svc-{i}")
+        m.counters.service_restarts_total.inc(f"svc-{i}")
     async with aiohttp.ClientSession() as s:
         async def get(path: str) -> int:
             async with s.get(base + path) as r:

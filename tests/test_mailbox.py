@@ -109,7 +109,7 @@ async def test_send_with_timeout_raises_timeout_and_counts_it() -> None:
         await box.send(2, timeout=0)
     assert len(box) == 1
     assert box.try_recv() == 1
-    assert metrics._kernel.io_timeouts_total.get("mailbox_send") == 2
+    assert metrics.counters.io_timeouts_total.get("mailbox_send") == 2
 
 
 async def test_send_rejects_a_negative_timeout() -> None:
@@ -189,7 +189,7 @@ async def test_request_times_out_and_a_late_reply_is_counted_as_dropped() -> Non
     assert req.reply(1) is False
     assert req.fail(RuntimeError("late")) is False
     assert _series(metrics, "queue_dropped_total", queue="svc") == 2
-    assert metrics._kernel.io_timeouts_total.get("mailbox_request") == 1
+    assert metrics.counters.io_timeouts_total.get("mailbox_request") == 1
 
 
 async def test_request_on_a_full_mailbox_raises_busy_at_once() -> None:

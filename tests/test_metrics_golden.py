@@ -47,7 +47,7 @@ def _busy_metrics(amnesia: bool) -> Metrics:
         rx.try_recv_many()
     mailbox: Mailbox[int] = Mailbox(capacity=1, name="jobs", metrics=m)
     mailbox.try_send(1)
-    k = m._kernel
+    k = m.counters
     k.service_restarts_total.inc("svc-a")
     k.tasks_spawned_total.inc("child")
     k.tasks_aborted_total.inc("child")
@@ -84,7 +84,7 @@ def test_every_kernel_series_carries_the_amnesia_label(amnesia):
 
 def test_amnesia_label_follows_a_runtime_change():
     m = Metrics()
-    m._set_amnesia(True)
+    m.set_amnesia(True)
     assert 'bus_lagged_total{amnesia="on"}' in m.render().decode()
     assert m.health.snapshot()["amnesia"] == "on"
 
@@ -113,7 +113,7 @@ def test_process_metrics_are_on_the_private_registry():
 
 def test_two_metrics_objects_do_not_share_series():
     a, b = Metrics(), Metrics()
-    a._kernel.service_restarts_total.inc("only-a")
+    a.counters.service_restarts_total.inc("only-a")
     Counter("embedder_jobs", "An embedding service's own counter.", registry=a.registry).inc()
     assert b"only-a" in a.render() and b"only-a" not in b.render()
     assert b"embedder_jobs_total 1.0" in a.render() and b"embedder_jobs" not in b.render()
@@ -122,7 +122,7 @@ def test_two_metrics_objects_do_not_share_series():
 def test_histogram_buckets_are_cumulative_and_match_the_count():
     m = Metrics()
     for v in (0.00005, 0.002, 0.002, 3.0, 50.0):
-        m._kernel.request_latency_seconds.observe("config_reload", value=v)
+        m.counters.request_latency_seconds.observe("config_reload", value=v)
     fam = _families(m)["request_latency_seconds"]
     samples = [s for s in fam.samples  # type: ignore[attr-defined]
                if s.labels.get("op") == "config_reload"]
@@ -147,7 +147,7 @@ def test_metrics_body_passes_promtool_check_metrics():
 
 def test_the_direct_text_writer_is_byte_identical_to_prometheus_client():
     m = _busy_metrics(amnesia=False)
-    m._kernel.service_restarts_total.inc('we"ird\\name\nline')  # escaping paths
+    m.counters.service_restarts_total.inc('we"ird\\name\nline')  # escaping paths
 
     class KernelOnly:
         def collect(self):  # type: ignore[no-untyped-def]
@@ -155,5 +155,6 @@ def test_the_direct_text_writer_is_byte_identical_to_prometheus_client():
 
     from prometheus_client import generate_latest
 
-    assert m._kernel_text().encode() == generate_latest(KernelOnly())  # type: ignore[arg-type]
-    assert m._kernel_text() == m._kernel_text()  # cached label prefixes give the same text
+    assert m.render_kernel_text().encode() == generate_latest(KernelOnly())  # type: ignore[arg-type]
+    # cached label prefixes give the same text
+    assert m.render_kernel_text() == m.render_kernel_text()

@@ -40,8 +40,8 @@ def test_classical_posture_is_informational_when_pq_is_not_required():
     m.health.set("svc", True)
     m.health.report_pq_posture("svc", "classical")
     assert m.health.all_ready()
-    assert m._kernel.pq_handshake_total.get("off", "x25519", "server") == 1
-    assert m._kernel.pq_downgrade_events_total.total() == 0
+    assert m.counters.pq_handshake_total.get("off", "x25519", "server") == 1
+    assert m.counters.pq_downgrade_events_total.total() == 0
 
 
 def test_classical_posture_under_require_pq_degrades_counts_and_logs(log_stream):
@@ -52,8 +52,8 @@ def test_classical_posture_under_require_pq_degrades_counts_and_logs(log_stream)
     h.set("svc-a", True)
     assert not h.all_ready()
     assert h.missing() == ["pq_required_but_unavailable"]
-    assert m._kernel.pq_downgrade_events_total.get("classical_negotiated") == 1
-    assert m._kernel.readiness_degraded_total.get("pq_required_but_unavailable") == 1
+    assert m.counters.pq_downgrade_events_total.get("classical_negotiated") == 1
+    assert m.counters.readiness_degraded_total.get("pq_required_but_unavailable") == 1
     lines = [x for x in _lines(log_stream) if x["event"] == "pq_downgrade_detected"]
     assert lines and lines[0]["peer"] == "svc-a"
     assert lines[0]["negotiated"] == "classical" and lines[0]["required"] == "hybrid"
@@ -61,7 +61,7 @@ def test_classical_posture_under_require_pq_degrades_counts_and_logs(log_stream)
     # a later hybrid report clears it
     h.report_pq_posture("svc-a", "hybrid", kex="hybrid")
     assert h.all_ready()
-    assert m._kernel.pq_handshake_total.get("hybrid", "hybrid", "server") == 1
+    assert m.counters.pq_handshake_total.get("hybrid", "hybrid", "server") == 1
 
 
 def test_pq_only_policy_refuses_a_hybrid_posture():
@@ -70,7 +70,7 @@ def test_pq_only_policy_refuses_a_hybrid_posture():
     m.health.set("svc", True)
     m.health.report_pq_posture("svc", "hybrid")
     assert m.health.missing() == ["pq_required_but_unavailable"]
-    assert m._kernel.pq_downgrade_events_total.get("hybrid_negotiated") == 1
+    assert m.counters.pq_downgrade_events_total.get("hybrid_negotiated") == 1
     m.health.report_pq_posture("svc", "pq-only")
     assert m.health.all_ready()
 
@@ -92,16 +92,16 @@ def test_a_ready_service_without_a_posture_counts_posture_missing(log_stream):
     h = m.health
     h.configure_pq("hybrid", True)
     h.set("svc-a", True)
-    assert m._kernel.pq_posture_missing_total.get() == 1
+    assert m.counters.pq_posture_missing_total.get() == 1
     assert any(x["event"] == "pq_posture_missing" for x in _lines(log_stream))
     h.set("svc-b", True)
     h.report_pq_posture("svc-b", "hybrid")
-    assert m._kernel.pq_posture_missing_total.get() == 2
+    assert m.counters.pq_posture_missing_total.get() == 2
     # services already ready when the requirement arrives are counted then
     m2 = Metrics()
     m2.health.set("x", True)
     m2.health.configure_pq("off", True)
-    assert m2._kernel.pq_posture_missing_total.get() == 1
+    assert m2.counters.pq_posture_missing_total.get() == 1
 
 
 def test_an_unknown_posture_is_refused_with_the_value_named():

@@ -77,7 +77,7 @@ async def test_always_crashing_child_runs_cap_plus_one_times_then_is_quarantined
     boom = KernelEvent.ServiceCrashed(service="svc", reason="panic: ValueError: boom")
     assert crashed == [boom] * 4
     assert KernelEvent.Health(service="svc", ok=False) in events
-    k = metrics._kernel
+    k = metrics.counters
     assert k.service_restarts_total.get("svc") == 3
     assert k.backoff_retries_total.get("restart") == 3
     assert k.tasks_spawned_total.get("child") == 4
@@ -145,7 +145,7 @@ async def test_transient_child_is_restarted_after_an_exception_only():
     await until(lambda: sup.snapshot()["svc"]["state"] == "stopped" and calls == 2)
     await asyncio.sleep(0.02)
     assert calls == 2
-    assert metrics._kernel.service_restarts_total.get("svc") == 1
+    assert metrics.counters.service_restarts_total.get("svc") == 1
     disk = KernelEvent.ServiceCrashed(service="svc", reason="panic: OSError: disk")
     assert rx.try_recv_many() == [disk]
     await sup.shutdown(1)
@@ -162,7 +162,7 @@ async def test_temporary_child_is_never_restarted_but_its_crash_is_published():
     assert runs.count["svc"] == 1
     once = KernelEvent.ServiceCrashed(service="svc", reason="panic: ValueError: once")
     assert rx.try_recv_many() == [once]
-    assert metrics._kernel.service_restarts_total.get("svc") == 0
+    assert metrics.counters.service_restarts_total.get("svc") == 0
     await sup.shutdown(1)
 
 
@@ -174,11 +174,11 @@ async def test_fatal_exception_quarantines_at_once_and_release_restarts_cleanly(
     await sup.start()
     await until(lambda: sup.snapshot()["svc"]["state"] == "quarantined")
     assert runs.count["svc"] == 1
-    assert metrics._kernel.service_restarts_total.get("svc") == 0
+    assert metrics.counters.service_restarts_total.get("svc") == 0
     assert rx.try_recv_many()[-1] == KernelEvent.Health(service="svc", ok=False)
     assert sup.release("svc") is True
     assert "quarantined:svc" not in metrics.health.snapshot()["missing"]
-    assert metrics._kernel.supervisor_quarantined.get("svc") == 0.0
+    assert metrics.counters.supervisor_quarantined.get("svc") == 0.0
     await until(lambda: sup.snapshot()["svc"]["state"] == "quarantined" and runs.count["svc"] == 2)
     with pytest.raises(KeyError, match="no child named 'nope'"):
         sup.release("nope")
@@ -285,14 +285,14 @@ async def test_one_for_all_restarts_every_child_with_the_crashed_one():
     runs, metrics = await _strategy_run("one_for_all")
     assert runs.count == Counter(a=2, b=2, c=2)
     assert runs.stopped["a"] == 2 and runs.stopped["c"] == 2  # drained once by the strategy
-    assert metrics._kernel.service_restarts_total.get("b") == 1
-    assert metrics._kernel.service_restarts_total.get("a") == 0
+    assert metrics.counters.service_restarts_total.get("b") == 1
+    assert metrics.counters.service_restarts_total.get("a") == 0
 
 
 async def test_rest_for_one_restarts_the_children_added_after_the_crashed_one():
     runs, metrics = await _strategy_run("rest_for_one")
     assert runs.count == Counter(a=1, b=2, c=2)
-    assert metrics._kernel.service_restarts_total.get("b") == 1
+    assert metrics.counters.service_restarts_total.get("b") == 1
 
 
 async def test_one_for_one_restarts_only_the_crashed_child():
@@ -323,7 +323,7 @@ async def test_one_for_all_sibling_that_ignores_shutdown_is_cancelled_then_resta
     await until(lambda: runs.count["b"] == 1)
     fail.set()
     await until(lambda: runs.count["s"] == 2 and runs.count["b"] == 2)
-    assert metrics._kernel.tasks_aborted_total.get("child") == 1
+    assert metrics.counters.tasks_aborted_total.get("child") == 1
     await sup.shutdown(0.05)
 
 
@@ -352,7 +352,7 @@ async def test_nested_supervisor_restarts_inside_and_drains_on_parent_shutdown()
     assert runs.stopped["leaf-ok"] == 1 and runs.stopped["top"] == 1
     assert inner.snapshot()["leaf-ok"]["state"] == "stopped"
     assert parent.snapshot()["inner"]["state"] == "stopped"
-    assert metrics._kernel.tasks_aborted_total.total() == 0
+    assert metrics.counters.tasks_aborted_total.total() == 0
 
 
 # ---------------------------------------------------------------- shutdown
@@ -378,7 +378,7 @@ async def test_shutdown_cancels_a_child_that_ignores_the_shutdown_event():
     elapsed = loop.time() - t0
     assert cancelled.is_set()
     assert 0.04 <= elapsed < 0.05 + ABANDON_GRACE + 0.2
-    assert metrics._kernel.tasks_aborted_total.get("child") == 1
+    assert metrics.counters.tasks_aborted_total.get("child") == 1
     assert sup.snapshot()["deaf"]["state"] == "stopped"
 
 
@@ -401,7 +401,7 @@ async def test_shutdown_abandons_a_child_that_swallows_cancellation_within_deadl
     await sup.shutdown(0.05)
     elapsed = loop.time() - t0
     assert elapsed < 0.05 + ABANDON_GRACE + 0.2
-    k = metrics._kernel
+    k = metrics.counters
     assert k.tasks_aborted_total.get("child") == 1
     assert k.tasks_aborted_total.get("abandoned") == 1
     assert {v["state"] for v in sup.snapshot().values()} == {"stopped"}
@@ -421,8 +421,8 @@ async def test_shutdown_is_idempotent_and_no_restart_happens_during_it():
     await asyncio.gather(sup.shutdown(1), sup.shutdown(1))
     await sup.shutdown(1)
     await asyncio.sleep(0.02)
-    assert metrics._kernel.tasks_spawned_total.get("child") == 2
-    assert metrics._kernel.service_restarts_total.get("svc") == 0
+    assert metrics.counters.tasks_spawned_total.get("child") == 2
+    assert metrics.counters.service_restarts_total.get("svc") == 0
     assert sup.snapshot()["svc"]["state"] == "stopped"
 
 

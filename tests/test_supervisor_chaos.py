@@ -131,7 +131,7 @@ async def test_child_that_swallows_even_generator_exit_is_abandoned_in_bounded_t
     t0 = loop.time()
     await sup.shutdown(0.05)
     assert loop.time() - t0 < 0.05 + ABANDON_GRACE + 0.2
-    assert metrics._kernel.tasks_aborted_total.get("abandoned") == 1
+    assert metrics.counters.tasks_aborted_total.get("abandoned") == 1
     # no longer a task asyncio.run would wait for
     assert all("zombie" not in t.get_name() for t in asyncio.all_tasks())
 

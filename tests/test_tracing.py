@@ -28,7 +28,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 def test_spans_are_named_kernel_component_operation_with_attributes(exporter):
-    with _tracing.span("config", "reload", version=3):
+    with _tracing.kernel_span("config", "reload", version=3):
         pass
     [finished] = exporter.get_finished_spans()
     assert finished.name == "kernel.config.reload"
@@ -36,14 +36,14 @@ def test_spans_are_named_kernel_component_operation_with_attributes(exporter):
 
 
 def test_the_bound_corr_id_becomes_a_span_attribute(exporter):
-    with bind_corr_id("req-9"), _tracing.span("supervisor", "restart", child="svc-a"):
+    with bind_corr_id("req-9"), _tracing.kernel_span("supervisor", "restart", child="svc-a"):
         pass
     [finished] = exporter.get_finished_spans()
     assert finished.attributes == {"child": "svc-a", "corr_id": "req-9"}
 
 
 def test_an_exception_is_recorded_and_re_raised(exporter):
-    with pytest.raises(RuntimeError), _tracing.span("bus", "close"):
+    with pytest.raises(RuntimeError), _tracing.kernel_span("bus", "close"):
         raise RuntimeError("x")
     [finished] = exporter.get_finished_spans()
     assert not finished.status.is_ok
@@ -73,8 +73,8 @@ def test_without_opentelemetry_span_is_a_shared_no_op():
         "import sys; sys.modules['opentelemetry'] = None\n"
         "from ron_kernel import _tracing\n"
         "assert not _tracing.enabled()\n"
-        "a = _tracing.span('bus', 'publish', n=1)\n"
-        "b = _tracing.span('config', 'reload')\n"
+        "a = _tracing.kernel_span('bus', 'publish', n=1)\n"
+        "b = _tracing.kernel_span('config', 'reload')\n"
         "assert a is b\n"
         "with a as value:\n"
         "    assert value is None\n"

@@ -68,6 +68,13 @@ PUBLIC_DUNDERS = ("__init__", "__call__", "__len__", "__iter__", "__aiter__", "_
 
 
 def _class_members(qual: str, cls: type) -> Iterator[tuple[str, str, Any]]:
+    # Instance attributes the docs point users at are declared as class annotations
+    # (``bus: Bus[KernelEvent]``); they are part of the surface too.
+    for name, annotation in sorted(inspect.get_annotations(cls).items()):
+        raw = vars(cls).get(name)
+        if not name.startswith("_") and (raw is None
+                                         or type(raw).__name__ == "member_descriptor"):
+            yield f"{qual}.{name}", "instance attribute", annotation
     for name, raw in sorted(vars(cls).items()):
         if name.startswith("_") and name not in PUBLIC_DUNDERS:
             continue
@@ -103,6 +110,9 @@ def render() -> str:
             lines.append(f"class {qual}({bases})" if bases else f"class {qual}")
         elif kind == "constant":
             lines.append(f"constant {qual} = {obj!r}")
+        elif kind == "instance attribute":
+            text = getattr(obj, "__forward_arg__", obj)
+            lines.append(f"attribute {qual}: {text}")
         else:
             lines.append(f"{kind} {qual}")
     return "\n".join(lines) + "\n"

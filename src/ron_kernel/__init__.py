@@ -14,4 +14,4 @@ from ._signals import wait_for_ctrl_c as wait_for_ctrl_c
 
 __all__ = ["Bus", "Config", "HealthState", "KernelEvent", "Metrics", "wait_for_ctrl_c"]
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__

@@ -15,17 +15,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import Closed, Empty, Lagged
+from ._errors import Closed, Empty, Lagged
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._counters import KernelCounters
     from ._metrics import Metrics
 
 T = TypeVar("T")
 
 DEFAULT_CAPACITY = 4096
-MAX_CAPACITY = 1 << 24
+MAX_CAPACITY = 1 << 20
+"""The largest ring a bus may have (config `bus.capacity` is held to the same limit)."""
 
 
 class BusStats:
@@ -86,7 +88,7 @@ class Bus(Generic[T]):
     Give each task its own receiver (``bus.subscribe()`` or ``rx.resubscribe()``).
     """
 
-    __slots__ = ("__weakref__", "_capacity", "_closed", "_dropped", "_lagged", "_metrics",
+    __slots__ = ("__weakref__", "_capacity", "_closed", "_counters", "_dropped", "_lagged",
                  "_no_receivers", "_published", "_receivers", "_ring", "_tail", "_waiter")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, *, metrics: Metrics | None = None) -> None:
@@ -106,9 +108,10 @@ class Bus(Generic[T]):
         self._no_receivers = 0
         self._dropped = 0
         self._lagged = 0
-        self._metrics = metrics
+        self._counters: KernelCounters | None = None
         if metrics is not None:
-            metrics._attach_bus(self)
+            self._counters = metrics.counters
+            self._counters.attach_bus(self)
 
     # ---------------------------------------------------------------- publish side
 
@@ -193,7 +196,7 @@ class Bus(Generic[T]):
         """
         if isinstance(outcome, Lagged):
             if metrics is not None:
-                metrics._receiver_lag(outcome.missed)
+                metrics.counters.bus_receiver_lag_total.inc(amount=outcome.missed)
             return None
         if isinstance(outcome, Closed):
             return None
@@ -330,13 +333,13 @@ class Receiver(Generic[T]):
 
     async def _iterate(self) -> AsyncIterator[T]:
         """Yield messages until Closed; lag is skipped and counted in ``bus_receiver_lag_total``."""
-        metrics = self._bus._metrics
+        counters = self._bus._counters
         while True:
             try:
                 msg = await self.recv()
             except Lagged as lag:
-                if metrics is not None:
-                    metrics._receiver_lag(lag.missed)
+                if counters is not None:
+                    counters.bus_receiver_lag_total.inc(amount=lag.missed)
                 continue
             except Closed:
                 return

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import ipaddress
 import json
 import os
 import re
@@ -30,8 +29,12 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ._addr import binds_every_interface, parse_addr
+from ._bus import MAX_CAPACITY
+from ._errors import ConfigError
+from ._health import PQ_MODES
 from ._logging import get_logger
-from .errors import ConfigError
+from ._redact import REDACTED, is_secret_name, redact_text
 
 __all__ = [
     "AmnesiaConfig",
@@ -55,11 +58,10 @@ CONFIG_FLAG = "--config"
 METRICS_ADDR_ALIAS = "RON_KERNEL_METRICS_ADDR"
 
 MAX_DURATION = timedelta(hours=24)
-MAX_BUS_CAPACITY = 1 << 20
+MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
 MAX_FILE_BYTES = 1 << 20
 
-PQ_MODES = ("off", "hybrid", "pq-only")
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 
@@ -68,16 +70,14 @@ IMMEDIATE = "immediate"          # the kernel applies it as soon as ConfigUpdate
 NEXT_RESTART = "next-restart"    # supervisor policy: used by the next (re)start of a child
 NEXT_START = "next-start"        # fixed for the life of the kernel: applies when it next starts
 
-_SECRET = re.compile(r"token|secret|password|passwd|key", re.IGNORECASE)
-REDACTED = "<redacted>"
 
 
 # ----------------------------------------------------------------------------- durations
 
 _UNIT_US = {"h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1, "µs": 1}
 _UNIT_ORDER = ("h", "m", "s", "ms", "us")
-_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs)")
-_BARE_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs)")
+_BARE_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _UNITS_HINT = "units: h, m, s, ms, us; e.g. '100ms', '1.5s', '1h30m'"
 
 
@@ -142,49 +142,6 @@ def format_duration(value: timedelta) -> str:
         if count:
             out.append(f"{count}{unit}")
     return "".join(out)
-
-
-# ----------------------------------------------------------------------------- addresses
-
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-
-
-def parse_addr(text: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into ``(host, port)``; ``ValueError`` if bad."""
-    s = text.strip()
-    if s.startswith("["):
-        host, sep, rest = s[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError("an IPv6 address needs the form [addr]:port")
-        port_text = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not an IPv6 address") from None
-    else:
-        host, sep, port_text = s.rpartition(":")
-        if not sep:
-            raise ValueError("no port")
-        if ":" in host:
-            raise ValueError("an IPv6 address must be bracketed, as [::1]:9909")
-        if not host:
-            raise ValueError("no host")
-        if not _HOSTNAME.fullmatch(host):
-            raise ValueError(f"{host!r} is not an IP address or host name")
-    if not port_text.isdigit() or not port_text.isascii() or len(port_text) > 5:
-        raise ValueError(f"port {port_text!r} is not a number")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port {port} is above 65535")
-    return host, port
-
-
-def _is_concrete(host: str) -> bool:
-    try:
-        return not ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return True  # a host name names something specific
 
 
 # ----------------------------------------------------------------------------- the schema
@@ -422,8 +379,8 @@ def _default_layer() -> Layer:
 
 
 def is_secret(key: str) -> bool:
-    """Whether a key's value must never be shown (its name mentions a token, secret, ...)."""
-    return bool(_SECRET.search(key.rsplit(".", 1)[-1]))
+    """Whether a key's value must never be shown (the one rule of ``ron_kernel._redact``)."""
+    return is_secret_name(key)
 
 
 _SHOW_DEPTH = 6  # deeper nesting is elided: the text is cut at 80 characters anyway
@@ -450,7 +407,7 @@ def show(key: str, value: Any, _depth: int = 0) -> str:
     elif isinstance(value, list | tuple):
         text = "[" + ", ".join(show(key, v, _depth + 1) for v in value) + "]"
     else:
-        text = repr(value)
+        text = repr(redact_text(value)) if isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -624,7 +581,7 @@ def choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str],
 
 _TRUE = frozenset({"true", "on", "yes", "1"})
 _FALSE = frozenset({"false", "off", "no", "0"})
-_INT = re.compile(r"[+-]?\d{1,20}")
+_INT = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 class _Bad(Exception):
@@ -742,7 +699,7 @@ def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
             "min_backoff <= max_backoff"))
     if typed.get("observability.expose_http") and "observability.addr" in typed:
         host, _ = parse_addr(typed["observability.addr"])
-        if not _is_concrete(host):
+        if binds_every_interface(host):
             out.append(_problem(
                 "observability.addr", typed["observability.addr"],
                 merged["observability.addr"].source,

@@ -1,15 +1,4 @@
-"""Hot-reloadable configuration: :class:`ConfigCell`, CLI integration and ``explain``.
-
-``ron_kernel.Config`` is the immutable snapshot; a :class:`ConfigCell` holds the current one and
-replaces it, whole, when a reload validates::
-
-    cell = ConfigCell(Config.load(), bus=bus, metrics=metrics)
-    remove = cell.install_sighup()          # SIGHUP -> cell.reload()
-    task = cell.start_watching()            # file change -> cell.reload()
-    cell.get().log.level
-
-See docs/CONFIG.md for the sources, the keys and which changes apply at once.
-"""
+"""The implementation behind :mod:`ron_kernel.config` (the public facade documents it)."""
 
 from __future__ import annotations
 
@@ -22,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from watchfiles import Change, awatch
 
 from . import _config
 from ._config import (
@@ -38,9 +29,11 @@ from ._config import (
     format_duration,
     parse_duration,
 )
+from ._errors import ConfigError
 from ._events import KernelEvent
 from ._logging import get_logger
-from .errors import ConfigError
+from ._signals import install_handlers
+from ._tracing import kernel_span
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -173,6 +166,7 @@ class ConfigCell:
         self._argv = list(argv or ())
         self._bus = bus
         self._metrics = metrics
+        self._counters = metrics.counters if metrics is not None else None
         self._subscribers: list[ConfigCallback] = []
         self._last_error: ConfigError | None = None
         problems: list[str] = []
@@ -182,8 +176,8 @@ class ConfigCell:
         # A file that existed at start is required from then on: deleting it must not silently
         # revert a running kernel to the defaults.
         self._file_required = explicit or file.exists()
-        if metrics is not None:
-            metrics._kernel.config_version.set(value=config.version)
+        if self._counters is not None:
+            self._counters.config_version.set(value=config.version)
 
     def _environ(self) -> Mapping[str, str]:
         return os.environ if self._env is None else self._env
@@ -232,7 +226,15 @@ class ConfigCell:
 
         Returns ``True`` when the new config was applied or was identical to the current one.
         ``new.version`` is ignored: an applied snapshot always gets the current version + 1.
+        Opens the span ``kernel.config.reload`` (attribute ``outcome``) when tracing is on.
         """
+        with kernel_span("config", "reload", version=self._current.version) as span:
+            outcome = self._reload(new)
+            if span is not None:
+                span.set_attribute("outcome", outcome)
+        return outcome != "rejected"
+
+    def _reload(self, new: Config | None) -> str:
         started = time.perf_counter()
         old = self._current
         try:
@@ -248,21 +250,20 @@ class ConfigCell:
             self._count("rejected", started)
             _log.error("config_reload_rejected", version=old.version, problems=exc.problems,
                        kept="previous config")
-            return False
+            return "rejected"
         self._last_error = None
         changes = _config.diff(old.flat(), candidate.flat())
         if not changes:
             self._count("unchanged", started)
             _log.info("config_unchanged", version=old.version)
-            return True
+            return "unchanged"
         applied = _config.with_version(candidate, old.version + 1)
         self._current = applied
         self._count("applied", started)
-        metrics = self._metrics
-        if metrics is not None:
-            metrics._kernel.config_version.set(value=applied.version)
-            if applied.amnesia.enabled != old.amnesia.enabled:
-                metrics._set_amnesia(applied.amnesia.enabled)
+        if self._counters is not None:
+            self._counters.config_version.set(value=applied.version)
+        if self._metrics is not None and applied.amnesia.enabled != old.amnesia.enabled:
+            self._metrics.set_amnesia(applied.amnesia.enabled)
         for callback in list(self._subscribers):
             try:
                 callback(old, applied)
@@ -271,13 +272,12 @@ class ConfigCell:
         if self._bus is not None:
             self._bus.publish(KernelEvent.ConfigUpdated(version=applied.version))
         _log.info("config_updated", version=applied.version, changed=changes)
-        return True
+        return "applied"
 
     def _count(self, outcome: str, started: float) -> None:
-        if self._metrics is not None:
-            kernel = self._metrics._kernel
-            kernel.config_reloads_total.inc(outcome)
-            kernel.request_latency_seconds.observe(
+        if self._counters is not None:
+            self._counters.config_reloads_total.inc(outcome)
+            self._counters.request_latency_seconds.observe(
                 "config_reload", value=time.perf_counter() - started)
 
     # ------------------------------------------------------------------ triggers
@@ -288,8 +288,6 @@ class ConfigCell:
         Must be called from a coroutine (it uses ``loop.add_signal_handler``). Removing puts
         back whatever SIGHUP handler was there before.
         """
-        from ._signals import install_handlers
-
         return install_handlers(asyncio.get_running_loop(), (signal.SIGHUP,), self._on_sighup)
 
     def _on_sighup(self, sig: signal.Signals | None = None) -> None:
@@ -309,18 +307,11 @@ class ConfigCell:
 
         Watches the file's parent directory (so an editor's write-to-temp-then-rename is seen)
         with watchfiles, or by polling ``(mtime, size, inode)`` every ``poll_interval`` seconds
-        when ``polling`` is true or watchfiles is unavailable. A reload happens only after the
+        when ``polling`` is true (or the directory is missing). A reload happens only after the
         file has been quiet for ``quiet`` seconds, so a file being written in several steps is
         read once, complete; an invalid intermediate state is rejected anyway.
         """
-        use_polling = polling
-        if not use_polling:
-            try:
-                import watchfiles  # noqa: F401
-            except ImportError:  # pragma: no cover - watchfiles is a declared dependency
-                if polling is False:
-                    raise
-                use_polling = True
+        use_polling = bool(polling)
         if not self._file.parent.is_dir():
             use_polling = True
         if use_polling:
@@ -329,8 +320,6 @@ class ConfigCell:
             await self._watchfiles(quiet)
 
     async def _watchfiles(self, quiet: float) -> None:
-        from watchfiles import Change, awatch
-
         target = self._file
         parent = str(target.parent)
 

@@ -1,17 +1,4 @@
-"""The exceptions ron-kernel raises.
-
-Every error the kernel raises on purpose derives from :class:`KernelError`, so a caller can
-catch the whole family at once, or one kind precisely::
-
-    from ron_kernel.errors import Lagged, Closed
-
-    try:
-        msg = await rx.recv()
-    except Lagged as lag:
-        log.warning("missed %d events", lag.missed)
-    except Closed:
-        return
-"""
+"""The implementation behind :mod:`ron_kernel.errors` (the public facade documents it)."""
 
 from __future__ import annotations
 

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._bus import Bus
-    from ._metrics import Metrics
+from ._counters import KernelCounters
+from ._events import KernelEvent
+from ._logging import get_logger
 
 PQ_MODES = ("off", "hybrid", "pq-only")
+"""The PQ policies of config ``pq.mode`` (the one list; config validates against it)."""
 # Postures a service may report; "classical" means no PQ key exchange was negotiated.
 PQ_POSTURES = ("classical", "hybrid", "pq-only")
 # Strength order of postures: a posture satisfies a policy when its rank reaches the policy's.
 _PQ_RANK = {"classical": 0, "off": 0, "hybrid": 1, "pq-only": 2}
 
 PQ_UNAVAILABLE = "pq_required_but_unavailable"
+
+_log = get_logger("health")
+
+
+class Publisher(Protocol):
+    """Where readiness changes are published (a ``Bus[KernelEvent]``)."""
+
+    def publish(self, msg: KernelEvent, /) -> int:
+        """Publish one event; never blocks."""
+        ...
 
 
 class HealthState:
@@ -58,8 +69,8 @@ class HealthState:
         self._amnesia = amnesia
         self._pq_mode = pq_mode
         self._pq_required = bool(pq_required)
-        self._bus: Bus[Any] | None = None
-        self._metrics: Metrics | None = None
+        self._bus: Publisher | None = None
+        self._counters: KernelCounters | None = None
 
     # ------------------------------------------------------------------ services
 
@@ -107,10 +118,23 @@ class HealthState:
             self._unmet[prerequisite] = None
             self._degraded(prerequisite)
 
-    def attach_bus(self, bus: Bus[Any]) -> None:
+    def attach_bus(self, bus: Publisher) -> None:
         """Publish ``KernelEvent.Health`` on ``bus`` from now on; satisfies ``"bus_attached"``."""
         self._bus = bus
         self.satisfy("bus_attached")
+
+    @property
+    def bus(self) -> Publisher | None:
+        """Where readiness changes are published (``None`` until :meth:`attach_bus`)."""
+        return self._bus
+
+    def attach_counters(self, counters: KernelCounters) -> None:
+        """Count readiness and PQ events into ``counters`` (``Metrics`` does this for you)."""
+        self._counters = counters
+
+    def set_amnesia(self, on: bool) -> None:
+        """Set the ``amnesia`` field of :meth:`snapshot` (a reload may flip it)."""
+        self._amnesia = bool(on)
 
     def quarantine(self, service: str, on: bool = True) -> None:
         """Mark ``service`` quarantined (readiness degrades) or released (``on=False``)."""
@@ -163,21 +187,19 @@ class HealthState:
         if posture not in PQ_POSTURES:
             raise ValueError(f"PQ posture must be one of {PQ_POSTURES}, got {posture!r}")
         self._pq_posture[service] = posture
-        metrics = self._metrics
-        if metrics is not None:
+        counters = self._counters
+        if counters is not None:
             mode = "off" if posture == "classical" else posture
-            metrics._kernel.pq_handshake_total.inc(mode, kex, role)
+            counters.pq_handshake_total.inc(mode, kex, role)
         if not self._pq_required or self._posture_enough(posture):
             self._pq_short.pop(service, None)
             return
         was_ok = self._pq_ok()
         self._pq_short[service] = None
         reason = f"{posture.replace('-', '_')}_negotiated"
-        if metrics is not None:
-            metrics._kernel.pq_downgrade_events_total.inc(reason)
-        from ._logging import get_logger
-
-        get_logger("health").warning(
+        if counters is not None:
+            counters.pq_downgrade_events_total.inc(reason)
+        _log.warning(
             "pq_downgrade_detected", reason=PQ_UNAVAILABLE, peer=service,
             required=self._pq_mode, negotiated=posture, kex=kex, role=role)
         if was_ok:
@@ -244,29 +266,21 @@ class HealthState:
         return _PQ_RANK[posture] >= needed
 
     def _posture_missing(self, service: str) -> None:
-        if self._metrics is not None:
-            self._metrics._kernel.pq_posture_missing_total.inc()
-        from ._logging import get_logger
-
-        get_logger("health").warning("pq_posture_missing", reason="pq_posture_missing",
-                                     peer=service)
-
-    def _bind_metrics(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+        if self._counters is not None:
+            self._counters.pq_posture_missing_total.inc()
+        _log.warning("pq_posture_missing", reason="pq_posture_missing", peer=service)
 
     def _degraded(self, cause: str) -> None:
-        if self._metrics is not None:
-            self._metrics._kernel.readiness_degraded_total.inc(cause)
+        if self._counters is not None:
+            self._counters.readiness_degraded_total.inc(cause)
 
     def _publish(self, service: str, ok: bool) -> None:
         bus = self._bus
         if bus is None:
             return
-        from ._events import KernelEvent
-
         event = KernelEvent.Health(service=service, ok=ok)
-        metrics = self._metrics
-        if metrics is None:
+        counters = self._counters
+        if counters is None:
             bus.publish(event)
             return
         # The kernel's own publishes are the sampled source of request_latency_seconds{op=
@@ -274,5 +288,5 @@ class HealthState:
         # per-message path of services stays untouched (docs/DECISIONS.md, Observability).
         start = time.perf_counter()
         bus.publish(event)
-        metrics._kernel.request_latency_seconds.observe(
+        counters.request_latency_seconds.observe(
             "bus_publish", value=time.perf_counter() - start)

@@ -7,21 +7,51 @@ running loop, with ``handle_signals=False`` so the embedding process keeps its s
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-if TYPE_CHECKING:
-    from ._metrics import Metrics
+from ._addr import parse_addr, resolves_to_every_interface
+from ._counters import KernelCounters
+from ._health import HealthState
+from ._logging import get_logger
+from ._tracing import kernel_span
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Exporter(Protocol):
+    """What the server needs of :class:`~ron_kernel.Metrics` (it never imports it)."""
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """Every collector to expose."""
+        ...
+
+    @property
+    def health(self) -> HealthState:
+        """What /readyz reports."""
+        ...
+
+    @property
+    def counters(self) -> KernelCounters:
+        """Where request latency is counted."""
+        ...
+
+    def render_kernel_text(self) -> str:
+        """The kernel series in text format."""
+        ...
+
+    def render_others(self) -> bytes:
+        """Every other collector in text format."""
+        ...
 
 # Request heads are tiny for these endpoints; anything near aiohttp's default 8 KiB line limit
 # is a client bug or an attack.
@@ -30,57 +60,6 @@ MAX_FIELD_SIZE = 4096
 MAX_HEADERS = 64
 
 _JSON = "application/json"
-
-
-def parse_addr(addr: str | tuple[str, int], *, allow_unspecified: bool = False) -> tuple[str, int]:
-    """Turn ``"host:port"``, ``"[v6]:port"`` or ``(host, port)`` into ``(host, port)``.
-
-    Raises ``ValueError`` naming ``addr`` when it is malformed, when the port is outside
-    0..65535, or when it is an unspecified address (``0.0.0.0``, ``::``, empty host) and
-    ``allow_unspecified`` is false.
-    """
-    if isinstance(addr, tuple):
-        if len(addr) != 2 or not isinstance(addr[0], str):
-            raise ValueError(f"observability addr {addr!r}: expected (host: str, port: int)")
-        host, port_value = addr
-        if isinstance(port_value, bool) or not isinstance(port_value, int):
-            raise ValueError(f"observability addr {addr!r}: port must be an int")
-        port = port_value
-    elif isinstance(addr, str):
-        text = addr.strip()
-        if text.startswith("["):
-            host, sep, rest = text[1:].partition("]")
-            if not sep or not rest.startswith(":"):
-                raise ValueError(f"observability addr {addr!r}: expected '[ipv6]:port'")
-            port_text = rest[1:]
-        else:
-            host, sep, port_text = text.rpartition(":")
-            if not sep:
-                raise ValueError(f"observability addr {addr!r}: expected 'host:port'")
-            if ":" in host:
-                raise ValueError(
-                    f"observability addr {addr!r}: write IPv6 addresses as '[addr]:port'")
-        if not port_text.isdigit():
-            raise ValueError(f"observability addr {addr!r}: port {port_text!r} is not a number")
-        port = int(port_text)
-    else:
-        raise ValueError(f"observability addr {addr!r}: expected 'host:port' or (host, port)")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"observability addr {addr!r}: port {port} is outside 0..65535")
-    if _unspecified(host) and not allow_unspecified:
-        raise ValueError(
-            f"observability addr {addr!r} binds every interface; pass allow_unspecified=True "
-            "if you mean it (the default is loopback only, e.g. '127.0.0.1:0')")
-    return host, port
-
-
-def _unspecified(host: str) -> bool:
-    if host in ("", "*"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        return False  # a host name; resolved by the OS at bind time
 
 
 class _ServerLog:
@@ -92,8 +71,6 @@ class _ServerLog:
     """
 
     def __init__(self) -> None:
-        from ._logging import get_logger
-
         self._log = get_logger("http")
 
     def exception(self, msg: str, *args: object, exc_info: object = None, **_: object) -> None:
@@ -114,9 +91,21 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.
                         headers=headers)
 
 
+def _not_allowed(request: web.Request, allowed: set[str]) -> web.Response:
+    return _json(405, {"error": "method not allowed", "method": request.method,
+                       "allowed": sorted(allowed)},
+                 headers={"Allow": ", ".join(sorted(allowed))})
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # No endpoint takes a body: refuse any before reading it.
+    # The route decides first: an unknown path is 404 and a method the route does not take is
+    # 405 (with Allow), whatever the request carries. Only a matched route may refuse a body.
+    failure = request.match_info.http_exception
+    if isinstance(failure, web.HTTPMethodNotAllowed):
+        return _not_allowed(request, failure.allowed_methods)
+    if failure is not None:
+        return _json(404, {"error": "not found", "path": request.path})
     if request.body_exists:
         return _json(413, {"error": "request body not accepted", "path": request.path})
     try:
@@ -124,28 +113,24 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPNotFound:
         return _json(404, {"error": "not found", "path": request.path})
     except web.HTTPMethodNotAllowed as exc:
-        return _json(405, {"error": "method not allowed", "method": request.method,
-                           "allowed": sorted(exc.allowed_methods)},
-                     headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
+        return _not_allowed(request, exc.allowed_methods)
 
 
-def build_app(metrics: Metrics, *, extra_routes: Sequence[tuple[str, str, Handler]] = (),
+def build_app(metrics: Exporter, *, extra_routes: Sequence[tuple[str, str, Handler]] = (),
               retry_after: int = 5) -> web.Application:
     """Return the aiohttp application serving ``metrics`` (exposed for tests and embedding)."""
     health = metrics.health
-    latency = metrics._kernel.request_latency_seconds
+    latency = metrics.counters.request_latency_seconds
     retry_header = {"Retry-After": str(retry_after)}
 
     async def metrics_handler(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        from ._tracing import span
-
-        with span("metrics", "scrape"):
+        with kernel_span("metrics", "scrape"):
             if content_type.startswith("text/plain"):
                 # Kernel series: the direct writer, ~1-2 ms at 2,000 series, on the loop (it
                 # reads loop-owned dicts). Other collectors: prometheus_client in a thread.
-                kernel = metrics._kernel_text().encode()
-                body = kernel + await asyncio.to_thread(metrics._render_others)
+                kernel = metrics.render_kernel_text().encode()
+                body = kernel + await asyncio.to_thread(metrics.render_others)
             else:
                 # OpenMetrics is rarer: all of it in a worker thread (the kernel collector
                 # copies its dicts atomically, see _KernelCollector).
@@ -179,7 +164,7 @@ def build_app(metrics: Metrics, *, extra_routes: Sequence[tuple[str, str, Handle
 
 
 async def serve_metrics(
-    metrics: Metrics,
+    metrics: Exporter,
     addr: str | tuple[str, int],
     *,
     extra_routes: Sequence[tuple[str, str, Handler]] = (),
@@ -188,7 +173,14 @@ async def serve_metrics(
     read_timeout: float = 5.0,
 ) -> tuple[asyncio.Task[None], tuple[str, int]]:
     """Start the server for ``metrics`` on ``addr``; see ``Metrics.serve``."""
-    host, port = parse_addr(addr, allow_unspecified=allow_unspecified)
+    try:
+        host, port = parse_addr(addr)
+    except ValueError as exc:
+        raise ValueError(f"observability addr {addr!r}: {exc}") from None
+    if not allow_unspecified and await resolves_to_every_interface(host):
+        raise ValueError(
+            f"observability addr {addr!r} binds every interface; pass allow_unspecified=True "
+            "if you mean it (the default is loopback only, e.g. '127.0.0.1:0')")
     if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 1:
         raise ValueError(f"retry_after must be a positive int of seconds, got {retry_after!r}")
     app = build_app(metrics, extra_routes=extra_routes, retry_after=retry_after)
@@ -217,9 +209,8 @@ async def serve_metrics(
     except BaseException:
         await runner.cleanup()
         raise
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
-    bound = sockets[0].getsockname() if sockets else (host, port)
+    addresses = runner.addresses
+    bound = addresses[0] if addresses else (host, port)
     bound_addr = (str(bound[0]), int(bound[1]))
 
     started = asyncio.Event()

@@ -1,20 +1,4 @@
-"""The kernel: one validated Config composed into a bus, metrics, health, supervisor and HTTP.
-
-Embedding is short::
-
-    from ron_kernel.kernel import Kernel
-
-    async def worker(ctx):
-        ctx.ready()
-        await ctx.shutdown.wait()
-
-    async def main() -> None:
-        async with Kernel() as k:            # Config.load(): defaults < file < env
-            k.supervise("worker", worker)
-            await k.run()                    # until Ctrl-C / SIGTERM, then a bounded drain
-
-The ``ron-kernel run`` command uses exactly this class.
-"""
+"""The implementation behind :mod:`ron_kernel.kernel` (the public facade documents it)."""
 
 from __future__ import annotations
 
@@ -30,16 +14,16 @@ from typing import Any
 
 from ._bus import Bus
 from ._config import Config
+from ._config_cell import ConfigCell
 from ._events import KernelEvent
 from ._health import HealthState
 from ._kernel_http import events_handler, status_handler
-from ._logging import configure_logging, get_logger, set_amnesia, set_level
+from ._logging import configure_from_config, get_logger
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
+from ._supervisor import Supervisor
 from ._supervisor_child import ChildFn
 from ._supervisor_policy import RestartType
-from .config import ConfigCell
-from .supervisor import Supervisor
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
 
@@ -67,6 +51,19 @@ class Kernel:
     as the first snapshot (reloads still read ``path``/``env``/``argv``, default: the default
     sources).
     """
+
+    bus: Bus[KernelEvent]
+    """The kernel bus: every ``KernelEvent`` (subscribe for your own consumers)."""
+    metrics: Metrics
+    """Metrics and the ``/metrics``, ``/healthz``, ``/readyz`` server."""
+    health: HealthState
+    """Readiness (``metrics.health``)."""
+    supervisor: Supervisor
+    """The root supervisor (``release``, ``snapshot``, ``add``)."""
+    config_cell: ConfigCell
+    """The current config and its reload triggers."""
+    http_addr: tuple[str, int] | None
+    """``(host, port)`` actually bound, once the HTTP server is up."""
 
     def __init__(self, config: Config | None = None, *,
                  path: str | os.PathLike[str] | None = None,
@@ -152,8 +149,8 @@ class Kernel:
         if self._state != "new":
             return
         cfg = self.config
-        configure_logging(format=cfg.log.format, level=cfg.log.level,
-                          amnesia=cfg.amnesia.enabled)
+        configure_from_config(format=cfg.log.format, level=cfg.log.level,
+                              amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
         self.health.satisfy("config")
@@ -262,14 +259,11 @@ class Kernel:
 
     def _apply_reload(self, old: Config, new: Config) -> None:
         """Apply the keys that take effect at once; supervisor keys apply to future restarts."""
-        if new.log.format != old.log.format:
-            # log.format is an immediate key: rebuild the renderer, keep everything else.
-            configure_logging(format=new.log.format, level=new.log.level,
-                              amnesia=new.amnesia.enabled)
-        elif new.log.level != old.log.level:
-            set_level(new.log.level)
-        if new.amnesia.enabled != old.amnesia.enabled:
-            set_amnesia(new.amnesia.enabled)  # the cell already relabelled the metrics
+        if new.log != old.log or new.amnesia != old.amnesia:
+            # immediate keys: the renderer, level and amnesia field of every following line
+            # (an embedder's own configure_logging keeps its format, level and stream)
+            configure_from_config(format=new.log.format, level=new.log.level,
+                                  amnesia=new.amnesia.enabled)
         if new.pq != old.pq:
             self.health.configure_pq(new.pq.mode, new.pq.require_pq)
         if new.supervisor != old.supervisor or new.shutdown != old.shutdown:

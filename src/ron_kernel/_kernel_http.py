@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 
 from ._bus import Bus
+from ._errors import Closed, Lagged
 from ._events import KernelEvent
-from .errors import Closed, Lagged
 
 # Each /events client gets its own receiver on the kernel bus: a slow client only lags itself.
 EVENTS_CONTENT_TYPE = "application/x-ndjson"

@@ -6,14 +6,20 @@ The pipeline, top to bottom, each step a small function:
    call costs one dict lookup and a comparison.
 2. ``_standard_fields``: ``ts`` (ISO 8601 UTC), ``level``, ``service``, ``event``, ``corr_id``,
    ``amnesia`` first, then the caller's fields (``component``, ``reason``, ``latency_ms``, ...).
-3. ``redact``: values under keys containing ``token``, ``secret``, ``password`` or ``key``
-   (any case, nested dicts and lists too) become ``"***"``.
+3. ``redact``: the one rule of ``ron_kernel._redact``: values under secret-like names
+   (``api_token``, ``Password``, ``dsn``, ... nested dicts and lists too) become ``"***"``, URL
+   credentials in any string are removed; the kernel's own fields (``key``, ``reason``, ...)
+   are never taken for secrets.
 4. exception formatting, then the renderer (orjson JSON, or structlog's console renderer).
 
 Logs go to one text stream, ``sys.stderr`` unless ``configure_logging(stream=...)`` names
 another; the kernel never opens a log file (amnesia). Logging is process-wide by nature: these
 settings are the one piece of module state, and ``get_logger`` loggers made before
 ``configure_logging`` follow the new settings.
+
+Logging never raises into its caller: a line that cannot be encoded is written with the
+offending characters escaped, and a stream that fails (closed pipe, full disk) drops the line
+and counts it (:func:`dropped_lines`). The supervisor's restart decisions never depend on it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+
+from ._redact import REDACTED, is_secret_name, redact_value
 
 LEVELS: dict[str, int] = {
     "trace": 10,  # Python has no TRACE: it maps to debug
@@ -51,15 +59,13 @@ _METHODS: dict[str, tuple[int, str]] = {
     "fatal": (50, "CRITICAL"),
 }
 FORMATS = ("json", "text")
-REDACTED = "***"
-_SENSITIVE = ("token", "secret", "password", "key")
 
 _corr_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ron_kernel_corr_id", default=None)
 
 
 class _Settings:
-    __slots__ = ("amnesia", "format", "level", "service", "stream")
+    __slots__ = ("amnesia", "dropped", "explicit", "format", "level", "service", "stream")
 
     def __init__(self) -> None:
         self.format = "json"
@@ -67,6 +73,10 @@ class _Settings:
         self.service = "ron-kernel"
         self.amnesia = False
         self.stream: TextIO | None = None
+        # True once an embedder called configure_logging: the kernel then leaves format, level
+        # and stream alone (it still sets the amnesia field).
+        self.explicit = False
+        self.dropped = 0
 
 
 _settings = _Settings()
@@ -133,31 +143,44 @@ def _standard_fields(logger: Any, method: str, event: MutableMapping[str, Any]
     return ordered
 
 
-def _is_sensitive(key: object) -> bool:
-    lowered = str(key).lower()
-    return any(word in lowered for word in _SENSITIVE)
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: REDACTED if _is_sensitive(k) else _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
-    return value
-
-
 def redact(logger: Any, method: str, event: MutableMapping[str, Any]
            ) -> MutableMapping[str, Any]:
-    """Replace values under keys containing token/secret/password/key (any case, nested)."""
+    """Redact secret-named fields (nested too) and URL credentials (see ``_redact``)."""
     for k in list(event):
         if k == "event":
             continue
-        event[k] = REDACTED if _is_sensitive(k) else _redact_value(event[k])
+        event[k] = REDACTED if is_secret_name(k) else redact_value(event[k])
     return event
 
 
 def _orjson_dumps(obj: Any, **_: Any) -> str:
-    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        # e.g. a file name decoded with surrogate escapes: escape what UTF-8 cannot carry
+        return orjson.dumps(_printable(obj), default=_printable_default,
+                            option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _escape(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _printable_default(value: Any) -> str:
+    return _escape(str(value))
+
+
+def _printable(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string made encodable (lone surrogates escaped)."""
+    if isinstance(value, str):
+        return _escape(value)
+    if depth > 16:
+        return _escape(repr(value))
+    if isinstance(value, Mapping):
+        return {_escape(str(k)): _printable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v, depth + 1) for v in value]
+    return value
 
 
 def _build_processors(fmt: str, stream: TextIO | None) -> list[Any]:
@@ -177,12 +200,22 @@ _processors: list[Any] = _build_processors("json", None)
 
 
 class _StreamLogger:
-    """Writes each rendered line to the configured stream (resolved at write time)."""
+    """Writes each rendered line to the configured stream (resolved at write time).
+
+    Never raises: a line the stream cannot encode is escaped and written again; a stream that
+    fails (closed, broken pipe, ``sys.stderr`` set to ``None``) drops the line and counts it.
+    """
 
     def msg(self, message: str) -> None:
         stream = _settings.stream if _settings.stream is not None else sys.stderr
-        stream.write(message + "\n")
-        stream.flush()
+        try:
+            try:
+                stream.write(message + "\n")
+            except UnicodeEncodeError:
+                stream.write(_escape(message).encode("ascii", "backslashreplace").decode() + "\n")
+            stream.flush()
+        except Exception:
+            _settings.dropped += 1
 
     debug = info = warning = warn = error = exception = critical = fatal = log = msg
 
@@ -200,15 +233,39 @@ def _level_number(level: str) -> int:
     return number
 
 
-def configure_logging(*, format: str = "json", level: str = "info", amnesia: bool = False,
-                      service: str = "ron-kernel", stream: TextIO | None = None) -> None:
-    """Set the process-wide log format, level, ``service`` and ``amnesia`` fields, and stream.
+def dropped_lines() -> int:
+    """Log lines dropped because the stream failed (process-wide, since start)."""
+    return _settings.dropped
+
+
+def configure_logging(*, format: str = "json", level: str = "info", stream: TextIO | None = None,
+                      amnesia: bool = False, service: str = "ron-kernel") -> None:
+    """Set the process-wide log format, level and stream (and the ``service``/``amnesia`` fields).
 
     ``format`` is ``"json"`` (one JSON object per line) or ``"text"`` (structlog's console
     renderer, without colours unless the stream is a tty). ``level`` is one of ``trace``
     (= debug), ``debug``, ``info``, ``warn``, ``error``. ``stream`` defaults to ``sys.stderr``
     (looked up at each write). Raises ``ValueError`` naming a bad format or level.
+
+    An embedder's call wins: a :class:`~ron_kernel.kernel.Kernel` started afterwards keeps this
+    format, level and stream (and its config reloads of ``log.*`` leave them alone); it only
+    sets the ``amnesia`` field.
     """
+    _configure(format=format, level=level, amnesia=amnesia, service=service, stream=stream)
+    _settings.explicit = True
+
+
+def configure_from_config(*, format: str, level: str, amnesia: bool) -> None:
+    """The kernel's own setup from ``log.*``: skipped (but for amnesia) after an embedder's."""
+    if _settings.explicit:
+        _settings.amnesia = bool(amnesia)
+        return
+    _configure(format=format, level=level, amnesia=amnesia, service=_settings.service,
+               stream=_settings.stream)
+
+
+def _configure(*, format: str, level: str, amnesia: bool, service: str,
+               stream: TextIO | None) -> None:
     if format not in FORMATS:
         raise ValueError(f"log.format must be one of {FORMATS}, got {format!r}")
     number = _level_number(level)
@@ -223,6 +280,12 @@ def configure_logging(*, format: str = "json", level: str = "info", amnesia: boo
 def set_level(level: str) -> None:
     """Change the log level at runtime (config reload); takes effect for every logger at once."""
     _settings.level = _level_number(level)
+
+
+def reset_logging() -> None:
+    """Back to the defaults (JSON, info, ``sys.stderr``), forgetting an embedder's choice."""
+    _configure(format="json", level="info", amnesia=False, service="ron-kernel", stream=None)
+    _settings.explicit = False
 
 
 def set_amnesia(on: bool) -> None:

@@ -1,20 +1,4 @@
-"""Bounded per-service mailboxes (the ryker mailboxes of the Rust kernel).
-
-A :class:`Mailbox` is a bounded FIFO with many senders and one reader. When it is full,
-:meth:`Mailbox.try_send` raises :class:`~ron_kernel.errors.Busy` at once (and counts
-``busy_rejections_total{queue}``); nothing ever grows without bound. :meth:`Mailbox.request`
-sends a message with a reply future and waits for the answer within a deadline::
-
-    box: Mailbox[Request[str, int] | str] = Mailbox(name="index")
-    # server task
-    async def serve() -> None:
-        while True:
-            item = await box.recv()
-            if isinstance(item, Request):
-                item.reply(len(item.message))
-    # client
-    size = await box.request("hello", timeout=1.0)   # -> 5
-"""
+"""The implementation behind :mod:`ron_kernel.mailbox` (the public facade documents it)."""
 
 from __future__ import annotations
 
@@ -22,7 +6,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import Busy, Closed, Empty, Timeout
+from ._errors import Busy, Closed, Empty, Timeout
 
 if TYPE_CHECKING:
     from ._metrics import Metrics
@@ -75,6 +59,9 @@ class Mailbox(Generic[T]):
     and the reader drains what is left, then gets ``Closed``.
     """
 
+    name: str
+    """The mailbox's name (the ``queue`` label of its metrics)."""
+
     def __init__(self, capacity: int = DEFAULT_CAPACITY, *, name: str,
                  metrics: Metrics | None = None) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity <= 0:
@@ -87,9 +74,9 @@ class Mailbox(Generic[T]):
         self._closed = False
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
-        self._metrics = metrics
-        if metrics is not None:
-            metrics._attach_mailbox(self)
+        self._counters = metrics.counters if metrics is not None else None
+        if self._counters is not None:
+            self._counters.attach_mailbox(self)
 
     @property
     def capacity(self) -> int:
@@ -111,8 +98,8 @@ class Mailbox(Generic[T]):
             self._dropped()
             raise Closed(f"mailbox {self.name!r} is closed")
         if len(self._items) >= self._capacity:
-            if self._metrics is not None:
-                self._metrics._kernel.busy_rejections_total.inc(self.name)
+            if self._counters is not None:
+                self._counters.busy_rejections_total.inc(self.name)
             raise Busy(f"mailbox {self.name!r} is full ({self._capacity} messages)")
         self._items.append(msg)
         _wake_one(self._getters)
@@ -223,12 +210,12 @@ class Mailbox(Generic[T]):
                 f"capacity={self._capacity}, closed={self._closed})")
 
     def _dropped(self, n: int = 1) -> None:
-        if self._metrics is not None:
-            self._metrics._kernel.queue_dropped_total.inc(self.name, amount=n)
+        if self._counters is not None:
+            self._counters.queue_dropped_total.inc(self.name, amount=n)
 
     def _timed_out(self, op: str) -> None:
-        if self._metrics is not None:
-            self._metrics._kernel.io_timeouts_total.inc(op)
+        if self._counters is not None:
+            self._counters.io_timeouts_total.inc(op)
 
 
 def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:

@@ -1,19 +1,20 @@
-"""Metrics: a private Prometheus registry per kernel, fed by plain counters.
+"""Metrics: the exporter. A private Prometheus registry per kernel that reads plain counters.
 
-Kernel counters are plain Python ints and dicts updated in place; a custom collector turns them
-into Prometheus families only when someone scrapes (``render()`` or ``/metrics``). That keeps
-``prometheus_client`` off the per-message hot path (see docs/PERFORMANCE.md for the measured
-difference) and lets every kernel series carry the current ``amnesia`` label.
+Kernel parts write plain numbers into a :class:`~ron_kernel._counters.KernelCounters`
+(``metrics.counters``); a custom collector turns them, and the statistics of the attached buses
+and mailboxes, into Prometheus families only when someone scrapes (``render()`` or
+``/metrics``). That keeps ``prometheus_client`` off the per-message hot path (see
+docs/PERFORMANCE.md for the measured difference) and lets every kernel series carry the current
+``amnesia`` label. Nothing here writes into another part.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -26,154 +27,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from ._counters import KernelCounters, LabeledGauge, LabeledHistogram
 from ._health import HealthState
+from ._http import Handler, serve_metrics
+from ._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
-
-    from aiohttp import web
-
-    from ._bus import Bus
-
-    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-# A modest bucket set (PERFORMANCE.md §4: too many buckets cost CPU and scrape size):
-# 100 µs .. 10 s, the range of every kernel operation we time.
-LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 10.0,
-)
-
-
-class LabeledCounter:
-    """A counter family kept as a dict of plain numbers, one per label-value tuple."""
-
-    __slots__ = ("help", "labelnames", "name", "values")
-
-    def __init__(self, name: str, help: str, labelnames: tuple[str, ...] = (),
-                 preset: Iterable[tuple[str, ...]] = ()) -> None:
-        self.name = name
-        self.help = help
-        self.labelnames = labelnames
-        self.values: dict[tuple[str, ...], float] = {key: 0.0 for key in preset}
-        if not labelnames:
-            self.values[()] = 0.0
-
-    def inc(self, *labels: str, amount: float = 1.0) -> None:
-        """Add ``amount`` to the series with these label values."""
-        self.values[labels] = self.values.get(labels, 0.0) + amount
-
-    def get(self, *labels: str) -> float:
-        """Current value of one series (0 when never touched)."""
-        return self.values.get(labels, 0.0)
-
-    def total(self) -> float:
-        """Sum over every series."""
-        return sum(self.values.values())
-
-
-class LabeledGauge(LabeledCounter):
-    """A gauge family kept as a dict of plain numbers."""
-
-    __slots__ = ()
-
-    def set(self, *labels: str, value: float) -> None:
-        """Set the series with these label values."""
-        self.values[labels] = value
-
-    def remove(self, *labels: str) -> None:
-        """Drop one series (e.g. a child that no longer exists)."""
-        self.values.pop(labels, None)
-
-
-class LabeledHistogram:
-    """A histogram family with a fixed bucket set, kept as plain lists."""
-
-    __slots__ = ("buckets", "help", "labelnames", "name", "series")
-
-    def __init__(self, name: str, help: str, labelnames: tuple[str, ...],
-                 buckets: tuple[float, ...] = LATENCY_BUCKETS,
-                 preset: Iterable[tuple[str, ...]] = ()) -> None:
-        self.name = name
-        self.help = help
-        self.labelnames = labelnames
-        self.buckets = buckets
-        # per series: [count per bucket (+Inf last)], then sum
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-        for key in preset:
-            self._get(key)
-
-    def _get(self, labels: tuple[str, ...]) -> tuple[list[int], list[float]]:
-        entry = self.series.get(labels)
-        if entry is None:
-            entry = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
-        return entry
-
-    def observe(self, *labels: str, value: float) -> None:
-        """Record one observation (seconds) in the series with these label values."""
-        counts, total = self._get(labels)
-        counts[bisect.bisect_left(self.buckets, value)] += 1
-        total[0] += value
-
-    def count(self, *labels: str) -> int:
-        """How many observations the series holds."""
-        entry = self.series.get(labels)
-        return sum(entry[0]) if entry else 0
-
-
-class KernelMetrics:
-    """Every series the kernel itself maintains (the golden set and the concurrency set).
-
-    Kernel parts update these directly; :class:`Metrics` exports them.
-    """
-
-    def __init__(self) -> None:
-        c, g, h = LabeledCounter, LabeledGauge, LabeledHistogram
-        self.service_restarts_total = c(
-            "service_restarts_total", "Restarts of supervised children.", ("service",))
-        self.request_latency_seconds = h(
-            "request_latency_seconds", "Latency of kernel operations.", ("op",),
-            preset=[("config_reload",), ("bus_publish",), ("readyz",)])
-        self.busy_rejections_total = c(
-            "busy_rejections_total", "Sends rejected at once because a bounded queue was full.",
-            ("queue",))
-        self.queue_dropped_total = c(
-            "queue_dropped_total", "Items a queue discarded (closed with items, or late replies).",
-            ("queue",))
-        self.tasks_spawned_total = c(
-            "tasks_spawned_total", "Tasks the kernel started.", ("kind",))
-        self.tasks_aborted_total = c(
-            "tasks_aborted_total", "Tasks the kernel cancelled or abandoned at a deadline.",
-            ("kind",))
-        self.io_timeouts_total = c(
-            "io_timeouts_total", "Operations that hit their deadline.", ("op",))
-        self.backoff_retries_total = c(
-            "backoff_retries_total", "Retries made after a backoff wait.", ("op",))
-        self.readiness_degraded_total = c(
-            "readiness_degraded_total", "Times readiness lost a prerequisite, by cause.",
-            ("cause",), preset=[("pq_required_but_unavailable",)])
-        self.config_reloads_total = c(
-            "config_reloads_total", "Config reload attempts by outcome.", ("outcome",),
-            preset=[("applied",), ("rejected",)])
-        self.pq_handshake_total = c(
-            "pq_handshake_total", "PQ postures reported by services (pass-through).",
-            ("mode", "kex", "role"), preset=[("off", "x25519", "server")])
-        self.pq_downgrade_events_total = c(
-            "pq_downgrade_events_total",
-            "Classical postures reported while PQ was required.", ("reason",),
-            preset=[("classical_negotiated",)])
-        self.pq_posture_missing_total = c(
-            "pq_posture_missing_total", "Ready services that never reported a PQ posture.")
-        self.supervisor_quarantined = g(
-            "supervisor_quarantined", "1 while a supervised child is quarantined.", ("service",))
-        self.config_version = g("config_version", "Version of the applied config snapshot.")
-
-    def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
-        """Every family, in export order."""
-        for value in vars(self).values():
-            if isinstance(value, LabeledCounter | LabeledHistogram):
-                yield value
+    from collections.abc import Sequence
 
 
 class Metrics:
@@ -190,18 +50,16 @@ class Metrics:
     ``ron_kernel_info`` (the ``target_info`` pattern; see docs/OBSERVABILITY.md).
     """
 
+    registry: CollectorRegistry
+    """This kernel's own Prometheus registry: register your service's metrics here."""
+
     def __init__(self, *, amnesia: bool = False, health: HealthState | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._amnesia = amnesia
-        self._kernel = KernelMetrics()
-        self._buses: list[Bus[Any]] = []
-        # id -> weak reference; plain dict so a scrape in a worker thread can copy it atomically
-        self._mailboxes: dict[int, weakref.ref[Any]] = {}
-        self._receiver_lag_total = 0
+        self._counters = KernelCounters(amnesia=amnesia)
         self._served = False
         self._runtime_flavor = _running_flavor() or "unknown"
         self._health = health if health is not None else HealthState(amnesia=amnesia)
-        self._health._bind_metrics(self)
+        self._health.attach_counters(self._counters)
         # (sample name, labels) -> 'name{labels} ' : label strings are escaped once, not per scrape
         self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self._collector = _KernelCollector(self)
@@ -214,9 +72,27 @@ class Metrics:
         return self._health
 
     @property
+    def counters(self) -> KernelCounters:
+        """The kernel's own series as plain numbers (what kernel parts write, read at scrape).
+
+        ``m.counters.service_restarts_total.get("svc")`` reads one series without rendering;
+        tests and embedders read it, kernel parts write it. Register your own metrics on
+        :attr:`registry` instead of adding families here.
+        """
+        return self._counters
+
+    @property
     def amnesia(self) -> bool:
         """Whether amnesia mode is on (the ``amnesia`` label of every kernel series)."""
-        return self._amnesia
+        return self._counters.amnesia
+
+    def set_amnesia(self, on: bool) -> None:
+        """Switch the ``amnesia`` label (and the readiness snapshot's field) at runtime.
+
+        The kernel calls this when a reload flips ``amnesia.enabled``.
+        """
+        self._counters.amnesia = bool(on)
+        self._health.set_amnesia(on)
 
     def render(self) -> bytes:
         """Return the Prometheus text exposition (format 0.0.4) of everything registered.
@@ -229,7 +105,7 @@ class Metrics:
         flavor = _running_flavor()
         if flavor is not None:
             self._runtime_flavor = flavor
-        return self._kernel_text().encode() + self._render_others()
+        return self.render_kernel_text().encode() + self.render_others()
 
     async def serve(
         self,
@@ -254,8 +130,6 @@ class Metrics:
         """
         if self._served:
             raise RuntimeError("Metrics.serve() was already called on this Metrics object")
-        from ._http import serve_metrics
-
         flavor = _running_flavor()
         if flavor is not None:
             self._runtime_flavor = flavor
@@ -269,28 +143,9 @@ class Metrics:
             self._served = False
             raise
 
-    # ------------------------------------------------------------- package-internal hooks
+    # ------------------------------------------------------------- rendering
 
-    def _set_amnesia(self, on: bool) -> None:
-        self._amnesia = on
-        self._health._amnesia = on
-
-    def _attach_bus(self, bus: Bus[Any]) -> None:
-        self._buses.append(bus)
-
-    def _attach_mailbox(self, mailbox: Any) -> None:
-        key = id(mailbox)
-        mailboxes = self._mailboxes
-
-        def forget(_: weakref.ref[Any]) -> None:
-            mailboxes.pop(key, None)
-
-        mailboxes[key] = weakref.ref(mailbox, forget)
-
-    def _receiver_lag(self, missed: int) -> None:
-        self._receiver_lag_total += missed
-
-    def _kernel_text(self) -> str:
+    def render_kernel_text(self) -> str:
         """The kernel series in text format 0.0.4, byte-identical to generate_latest's output."""
         collector = self._collector
         out: list[str] = []
@@ -319,7 +174,7 @@ class Metrics:
                 out.append(f"{prefix}{floatToGoString(sample.value)}\n")  # type: ignore[no-untyped-call]
         return "".join(out)
 
-    def _render_others(self) -> bytes:
+    def render_others(self) -> bytes:
         """generate_latest over every collector of ``registry`` except the kernel's."""
         _skip_kernel.active = True
         try:
@@ -350,9 +205,8 @@ class _KernelCollector(Collector):
         m = self._metrics()
         if m is None or getattr(_skip_kernel, "active", False):
             return []
-        from . import __version__
-
-        amnesia = "on" if m._amnesia else "off"
+        counters = m.counters
+        amnesia = "on" if counters.amnesia else "off"
         out: list[Metric] = []
 
         info = InfoMetricFamily(
@@ -361,19 +215,18 @@ class _KernelCollector(Collector):
         info.add_metric((__version__, m._runtime_flavor, amnesia), {})
         out.append(info)
 
-        buses = list(m._buses)
+        stats = [bus.stats() for bus in counters.buses()]
+        reported = counters.bus_receiver_lag_total
         bus_series = (
             ("bus_published_total", "Messages published on the bus (with or without receivers).",
-             sum(b._published for b in buses)),
+             sum(s.published for s in stats)),
             ("bus_no_receivers_total", "Publishes that found no receiver.",
-             sum(b._no_receivers for b in buses)),
+             sum(s.no_receivers for s in stats)),
             ("bus_dropped_total", "Publishes refused because the bus was closed.",
-             sum(b._dropped for b in buses)),
+             sum(s.dropped for s in stats)),
             ("bus_lagged_total", "Messages receivers missed because they fell behind (overflow).",
-             sum(b._lagged for b in buses)),
-            ("bus_receiver_lag_total",
-             "Missed messages reported through Bus.handle_recv or skipped by async iteration.",
-             m._receiver_lag_total),
+             sum(s.lagged for s in stats)),
+            (reported.name, reported.help, reported.get()),
         )
         for name, doc, value in bus_series:
             bus_family = CounterMetricFamily(name, doc, labels=("amnesia",))
@@ -383,15 +236,13 @@ class _KernelCollector(Collector):
         depth = GaugeMetricFamily("queue_depth", "Items waiting in a mailbox (sampled at scrape).",
                                   labels=("queue", "amnesia"))
         depths: dict[str, int] = {}
-        for ref in list(m._mailboxes.values()):
-            mailbox = ref()
-            if mailbox is not None:
-                depths[mailbox.name] = depths.get(mailbox.name, 0) + len(mailbox)
+        for mailbox in counters.mailboxes():
+            depths[mailbox.name] = depths.get(mailbox.name, 0) + len(mailbox)
         for queue, value in sorted(depths.items()):
             depth.add_metric((queue, amnesia), value)
         out.append(depth)
 
-        for family in m._kernel.families():
+        for family in counters.families():
             labels = (*family.labelnames, "amnesia")
             if isinstance(family, LabeledHistogram):
                 hist = HistogramMetricFamily(family.name, family.help, labels=labels)
@@ -417,7 +268,7 @@ class _KernelCollector(Collector):
         return out
 
 
-# Set in the thread rendering "everything but the kernel series" (see Metrics._render_others).
+# Set in the thread rendering "everything but the kernel series" (see Metrics.render_others).
 _skip_kernel = threading.local()
 
 

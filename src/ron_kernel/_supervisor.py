@@ -1,21 +1,4 @@
-"""Crash-only supervision of asyncio children, with OTP's strategies and restart types.
-
-A child is an async callable taking a :class:`ChildContext`. When it crashes the supervisor
-publishes ``KernelEvent.ServiceCrashed(service, reason)``, marks it not ready, logs the
-traceback, waits a jittered exponential backoff (each child on its own timer) and starts it
-again. More than ``restart_cap`` restarts inside the sliding ``restart_window`` quarantines the
-child: it stays down, readiness degrades with ``quarantined:<name>``, the process keeps running,
-and :meth:`Supervisor.release` brings it back. :meth:`Supervisor.shutdown` always returns within
-its deadline plus a short grace (:data:`ABANDON_GRACE`). See ``docs/SUPERVISION.md``.
-
-Example::
-
-    sup = Supervisor(bus=bus, metrics=metrics)
-    sup.add("indexer", indexer)                 # async def indexer(ctx): ...
-    sup.add("cache", Supervisor(name="cache"))  # trees: a Supervisor is a child too
-    async with sup:
-        await wait_for_ctrl_c()
-"""
+"""The implementation behind :mod:`ron_kernel.supervisor` (the public facade documents it)."""
 
 from __future__ import annotations
 
@@ -47,6 +30,7 @@ from ._supervisor_policy import (
     backoff_delay,
     to_seconds,
 )
+from ._tracing import kernel_span
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -97,6 +81,11 @@ class Supervisor:
     Bad values raise ``ValueError``/``TypeError`` here, never at crash time.
     """
 
+    name: str
+    """This supervisor's name."""
+    strategy: Strategy
+    """``one_for_one``, ``one_for_all`` or ``rest_for_one``."""
+
     def __init__(
         self, *, name: str = "root", strategy: Strategy = "one_for_one",
         bus: Bus[Any] | None = None, metrics: Metrics | None = None,
@@ -130,7 +119,7 @@ class Supervisor:
                              else to_seconds(reset_after, "reset_after", allow_inf=True))
         self._drain_deadline = to_seconds(drain_deadline, "drain_deadline")
         self._bus = bus
-        self._metrics = metrics
+        self._counters = metrics.counters if metrics is not None else None
         self._health = health if health is not None or metrics is None else metrics.health
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
@@ -314,8 +303,8 @@ class Supervisor:
             return False
         child.window.clear()
         child.attempt = 0
-        if self._metrics is not None:
-            self._metrics._kernel.supervisor_quarantined.set(name, value=0.0)
+        if self._counters is not None:
+            self._counters.supervisor_quarantined.set(name, value=0.0)
         if self._health is not None:
             self._health.quarantine(name, False)
         _log.info("service_released", service=name, supervisor=self.name)
@@ -390,8 +379,8 @@ class Supervisor:
         task = loop.create_task(self._run(child, ctx), name=f"{self.name}/{child.name}")
         child.task = task
         task.add_done_callback(lambda t: self._on_exit(child, t))
-        if self._metrics is not None:
-            self._metrics._kernel.tasks_spawned_total.inc("child")
+        if self._counters is not None:
+            self._counters.tasks_spawned_total.inc("child")
 
     async def _run(self, child: ChildRecord, ctx: ChildContext) -> None:
         child.state = "running"
@@ -456,11 +445,15 @@ class Supervisor:
         name = child.name
         child.state = "quarantined"
         child.pending = None
-        if self._metrics is not None:
-            self._metrics._kernel.supervisor_quarantined.set(name, value=1.0)
-        if self._health is not None:
-            self._health.quarantine(name, True)
-        if self._bus is not None:
+        if self._counters is not None:
+            self._counters.supervisor_quarantined.set(name, value=1.0)
+        health = self._health
+        if health is not None:
+            health.quarantine(name, True)
+        # One Health(ok=False) per quarantine: when the crash already turned this child's
+        # readiness false through a HealthState publishing on the same bus, that was it.
+        told = child.reports_ready and health is not None and health.bus is self._bus
+        if self._bus is not None and not told:
             self._bus.publish(KernelEvent.Health(service=name, ok=False))
         _log.error("service_quarantined", service=name, reason=reason, restarts=child.restarts,
                    restart_cap=self._restart_cap, restart_window_s=self._restart_window,
@@ -509,13 +502,16 @@ class Supervisor:
             if member.restart == "temporary" and member.name not in pending.crashed:
                 member.pending, member.state = None, "stopped"
                 continue
-            if member.name in pending.crashed:
-                member.restarts += 1
-                if self._metrics is not None:
-                    kernel = self._metrics._kernel
-                    kernel.service_restarts_total.inc(member.name)
-                    kernel.backoff_retries_total.inc("restart")
-            self._spawn(member)
+            if member.name not in pending.crashed:
+                self._spawn(member)
+                continue
+            member.restarts += 1
+            if self._counters is not None:
+                self._counters.service_restarts_total.inc(member.name)
+                self._counters.backoff_retries_total.inc("restart")
+            with kernel_span("supervisor", "restart", child=member.name,
+                             supervisor=self.name, restarts=member.restarts):
+                self._spawn(member)
 
     async def _stop(self, child: ChildRecord, drain_for: float) -> None:
         """Ask one child to drain, cancel it after ``drain_for``, abandon it after the grace."""
@@ -571,8 +567,8 @@ class Supervisor:
                   elapsed_ms=round((loop.time() - t0) * 1e3, 3), cancelled=len(cancelled))
 
     def _count_aborted(self, kind: str) -> None:
-        if self._metrics is not None:
-            self._metrics._kernel.tasks_aborted_total.inc(kind)
+        if self._counters is not None:
+            self._counters.tasks_aborted_total.inc(kind)
 
     def _abandon(self, child: ChildRecord, task: asyncio.Task[None]) -> None:
         """Give up on a task that swallows cancellation, so it cannot hold the loop open.

@@ -33,6 +33,13 @@ class ChildContext:
     * :meth:`time_left` — seconds left to drain once shutdown was requested.
     """
 
+    name: str
+    """The child's name in its supervisor."""
+    shutdown: asyncio.Event
+    """Set when the child must drain and return (a fresh event per start)."""
+    bus: Bus[Any] | None
+    """The kernel bus, or ``None`` when the supervisor has none."""
+
     __slots__ = ("_config_source", "_health", "_on_ready", "_stop_by", "bus", "name", "shutdown")
 
     def __init__(self, name: str, *, bus: Bus[Any] | None = None,

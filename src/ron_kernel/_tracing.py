@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
+from ._logging import current_corr_id
+
 _otel_trace: Any
 try:
     from opentelemetry import trace as _otel_trace
@@ -53,26 +55,31 @@ def use_tracer_provider(provider: Any) -> None:
     _provider = provider
 
 
-def span(component: str, operation: str, **attrs: Any) -> AbstractContextManager[Any]:
-    """A span named ``kernel.<component>.<operation>`` with ``attrs`` as attributes.
+def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """A span called ``name`` with ``attributes``, as a context manager yielding the span.
 
     A no-op costing one call when opentelemetry-api is not installed. The bound ``corr_id``
-    (see ``ron_kernel._logging.bind_corr_id``) is added as the ``corr_id`` attribute. Exceptions
-    are recorded on the span and re-raised.
+    (see :func:`ron_kernel.logging.bind_corr_id`) is added as the ``corr_id`` attribute.
+    Exceptions are recorded on the span and re-raised.
     """
     if _otel_trace is None:
         return _NO_SPAN
-    return _real_span(component, operation, attrs)
+    return _real_span(name, attributes)
+
+
+def kernel_span(component: str, operation: str, **attributes: Any) -> AbstractContextManager[Any]:
+    """The kernel's own spans: ``kernel.<component>.<operation>`` (see :func:`span`)."""
+    if _otel_trace is None:
+        return _NO_SPAN
+    return _real_span(f"kernel.{component}.{operation}", attributes)
 
 
 @contextmanager
-def _real_span(component: str, operation: str, attrs: dict[str, Any]) -> Iterator[Any]:
-    from ._logging import current_corr_id
-
+def _real_span(name: str, attrs: dict[str, Any]) -> Iterator[Any]:
     assert _otel_trace is not None
     corr_id = current_corr_id()
     if corr_id is not None:
         attrs["corr_id"] = corr_id
     tracer = _otel_trace.get_tracer("ron_kernel", tracer_provider=_provider)
-    with tracer.start_as_current_span(f"kernel.{component}.{operation}", attributes=attrs) as sp:
+    with tracer.start_as_current_span(name, attributes=attrs) as sp:
         yield sp

@@ -62,7 +62,7 @@ TARGETS = {
 
 def populate(metrics: Metrics, series: int = SERIES) -> None:
     """Fill the kernel families with ``series`` label sets (half restarts, half rejections)."""
-    k = metrics._kernel
+    k = metrics.counters
     for i in range(series // 2):
         k.service_restarts_total.inc(f"svc-{i:05d}", amount=i)
         k.busy_rejections_total.inc(f"queue-{i:05d}", amount=i)

@@ -1,0 +1,46 @@
+"""Hot-reloadable configuration: :class:`ConfigCell`, CLI integration and ``explain``.
+
+``ron_kernel.Config`` is the immutable snapshot; a :class:`ConfigCell` holds the current one and
+replaces it, whole, when a reload validates::
+
+    cell = ConfigCell(Config.load(), bus=bus, metrics=metrics)
+    remove = cell.install_sighup()          # SIGHUP -> cell.reload()
+    task = cell.start_watching()            # file change -> cell.reload()
+    cell.get().log.level
+
+See docs/CONFIG.md for the sources, the keys and which changes apply at once.
+"""
+
+from ._config_cell import AmnesiaConfig as AmnesiaConfig
+from ._config_cell import BusConfig as BusConfig
+from ._config_cell import ConfigCell as ConfigCell
+from ._config_cell import ExplainedValue as ExplainedValue
+from ._config_cell import LogConfig as LogConfig
+from ._config_cell import ObservabilityConfig as ObservabilityConfig
+from ._config_cell import PqConfig as PqConfig
+from ._config_cell import ShutdownConfig as ShutdownConfig
+from ._config_cell import SupervisorConfig as SupervisorConfig
+from ._config_cell import add_config_arguments as add_config_arguments
+from ._config_cell import config_argv as config_argv
+from ._config_cell import explain as explain
+from ._config_cell import format_duration as format_duration
+from ._config_cell import parse_duration as parse_duration
+from ._config_cell import reload_class as reload_class
+
+__all__ = [
+    "AmnesiaConfig",
+    "BusConfig",
+    "ConfigCell",
+    "ExplainedValue",
+    "LogConfig",
+    "ObservabilityConfig",
+    "PqConfig",
+    "ShutdownConfig",
+    "SupervisorConfig",
+    "add_config_arguments",
+    "config_argv",
+    "explain",
+    "format_duration",
+    "parse_duration",
+    "reload_class",
+]
