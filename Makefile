@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo-bus test sysdeps lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
+.PHONY: run demo-bus test test-pythons sysdeps lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,3 +82,8 @@ perf-baseline: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov perf-results
+
+## test-pythons: the supervisor/bus suites on every other CPython 3.12/3.13 this machine has
+## (asyncio internals differ by version); says which versions it found and ran
+test-pythons:
+	tools/test-pythons.sh

@@ -136,6 +136,31 @@ async def test_child_that_swallows_even_generator_exit_is_abandoned_in_bounded_t
     assert all("zombie" not in t.get_name() for t in asyncio.all_tasks())
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_python_without_unregister_task_is_reported_loudly(monkeypatch):
+    from ron_kernel import _supervisor
+
+    unregister = asyncio.tasks._unregister_task
+    monkeypatch.delattr(asyncio.tasks, "_unregister_task")
+    monkeypatch.setattr(_supervisor, "_warned_no_unregister", False)
+    sup = Supervisor()
+
+    async def zombie(ctx: ChildContext) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except BaseException:
+                pass
+
+    sup.add("zombie", zombie, shutdown_timeout=0.01)
+    await sup.start()
+    await asyncio.sleep(0.01)
+    with pytest.warns(RuntimeWarning, match="_unregister_task is missing"):
+        await sup.shutdown(0.05)
+    for task in [t for t in asyncio.all_tasks() if "zombie" in t.get_name()]:
+        unregister(task)  # whatever still runs must not hold this test's loop open
+
+
 SCRIPT = textwrap.dedent("""
     import asyncio, sys, time
     from ron_kernel.supervisor import Supervisor

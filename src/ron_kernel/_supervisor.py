@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -597,6 +599,25 @@ class Supervisor:
         unregister = getattr(asyncio.tasks, "_unregister_task", None)
         if unregister is not None:
             unregister(task)
+        else:
+            _warn_no_unregister(child.name)
+
+
+_warned_no_unregister = False
+
+
+def _warn_no_unregister(child: str) -> None:
+    """Say loudly, once per process, that an abandoned task can now hold the loop open."""
+    global _warned_no_unregister
+    _log.error("abandon_incomplete", service=child,
+               reason="asyncio.tasks._unregister_task is missing on this Python: an abandoned "
+                      "task that ignores cancellation may keep asyncio.run from returning")
+    if not _warned_no_unregister:
+        _warned_no_unregister = True
+        warnings.warn(
+            "ron_kernel: asyncio.tasks._unregister_task is missing on this Python "
+            f"({sys.version.split()[0]}); abandoned children may hold the event loop open",
+            RuntimeWarning, stacklevel=2)
 
 
 def _retrieve_outcome(task: asyncio.Task[None]) -> None:
