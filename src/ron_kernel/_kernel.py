@@ -18,7 +18,7 @@ from ._config_cell import ConfigCell
 from ._events import KernelEvent
 from ._health import HealthState
 from ._kernel_http import events_handler, status_handler
-from ._logging import configure_from_config, get_logger
+from ._logging import configure_from_config, get_logger, loop_exception_handler
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor import Supervisor
@@ -153,6 +153,8 @@ class Kernel:
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines
+        asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         self.health.satisfy("config")
         self.health.attach_bus(self.bus)
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
@@ -164,7 +166,8 @@ class Kernel:
             await self.supervisor.start()
             if cfg.observability.expose_http:
                 routes = [("GET", "/status", status_handler(self.status)),
-                          ("GET", "/events", events_handler(self.bus, self._streams))]
+                          ("GET", "/events", events_handler(self.bus, self._streams,
+                                                             self.metrics.counters))]
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:

@@ -15,12 +15,14 @@ from ._events import KernelEvent
 from ._logging import get_logger
 from ._supervisor_child import (
     ChildContext,
+    ChildExit,
     ChildFn,
     ChildInfo,
     ChildRecord,
     Pending,
     crash_reason,
     is_async_callable,
+    is_fatal,
     trimmed_traceback,
 )
 from ._supervisor_policy import (
@@ -309,7 +311,7 @@ class Supervisor:
             self._counters.supervisor_quarantined.set(name, value=0.0)
         if self._health is not None:
             self._health.quarantine(name, False)
-        _log.info("service_released", service=name, supervisor=self.name)
+        _log.info("service_released", child=name, supervisor=self.name)
         if self._started and not self._closing:
             self._spawn(child)
         else:
@@ -386,7 +388,11 @@ class Supervisor:
 
     async def _run(self, child: ChildRecord, ctx: ChildContext) -> None:
         child.state = "running"
-        await child.fn(ctx)
+        try:
+            await child.fn(ctx)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # A child cannot end the process: it is a crash of that child (docs/DECISIONS.md).
+            raise ChildExit(exc) from exc
 
     def _on_exit(self, child: ChildRecord, task: asyncio.Task[None]) -> None:
         if task is not child.task:
@@ -403,63 +409,92 @@ class Supervisor:
             if child.pending is None:
                 child.state = "stopped"
             if exc is not None and not isinstance(exc, asyncio.CancelledError):
-                _log.warning("service_failed_while_stopping", service=child.name,
-                             reason=crash_reason(exc), exc_info=exc)
+                self._observe("log", _log.warning, "service_failed_while_stopping",
+                              child=child.name, supervisor=self.name,
+                              reason=crash_reason(exc), exc_info=exc)
             return
         self._on_crash(child, exc, uptime)
 
     def _on_crash(self, child: ChildRecord, exc: BaseException | None, uptime: float) -> None:
+        """Decide and schedule first, then report: no observer can stop supervision."""
         name = child.name
         if exc is None and child.restart != "permanent":
             child.state = "stopped"
-            _log.info("service_exited", service=name, restart=child.restart)
+            self._observe("log", _log.info, "service_exited", child=name,
+                          supervisor=self.name, restart=child.restart)
             return
         reason = crash_reason(exc)
         child.last_reason = reason
         child.last_traceback = trimmed_traceback(exc) if exc is not None else None
-        if child.reports_ready and self._health is not None:
-            self._health.set(name, False)
-        if self._bus is not None:
-            self._bus.publish(KernelEvent.ServiceCrashed(service=name, reason=reason))
-
+        # 1. The decision, in plain code that touches no observer.
+        quarantine_reason: str | None = None
+        delay: float | None = None
+        now = self._now()
         if child.restart == "temporary":
             child.state = "stopped"
-            _log.error("service_crashed", service=name, reason=reason, restart="temporary",
-                       restarts=child.restarts, exc_info=exc)
-            return
-        if exc is not None and child.fatal and isinstance(exc, child.fatal):
-            self._quarantine(child, f"fatal: {reason}", exc)
-            return
-        now = self._now()
-        if uptime >= self._reset_after:
-            child.attempt = 0
-        if not child.window.admit(now):
-            self._quarantine(child, reason, exc)
-            return
-        delay = backoff_delay(child.attempt, self._min_backoff, self._max_backoff, self._rng)
-        child.attempt += 1
-        _log.error("service_crashed", service=name, reason=reason, restarts=child.restarts,
-                   restarts_in_window=child.window.count(now), backoff_ms=round(delay * 1e3, 3),
-                   exc_info=exc)
-        self._schedule_restart(child, delay)
+        elif exc is not None and child.fatal and is_fatal(exc, child.fatal):
+            quarantine_reason = f"fatal: {reason}"
+        else:
+            if uptime >= self._reset_after:
+                child.attempt = 0
+            if child.window.admit(now):
+                delay = backoff_delay(child.attempt, self._min_backoff, self._max_backoff,
+                                      self._rng)
+                child.attempt += 1
+                self._schedule_restart(child, delay)
+            else:
+                quarantine_reason = reason
+        if quarantine_reason is not None:
+            self._enter_quarantine(child)
+        # 2. The reports: readiness, the event, the log line; each isolated and counted.
+        health = self._health
+        if child.reports_ready and health is not None:
+            self._observe("health", health.set, name, False)
+        if self._bus is not None:
+            self._observe("bus", self._bus.publish,
+                          KernelEvent.ServiceCrashed(service=name, reason=reason))
+        if quarantine_reason is not None:
+            self._report_quarantine(child, quarantine_reason, exc)
+        elif delay is None:
+            self._observe("log", _log.error, "service_crashed", child=name,
+                          supervisor=self.name, reason=reason, restart="temporary",
+                          restarts=child.restarts, exc_info=exc)
+        else:
+            self._observe("log", _log.error, "service_crashed", child=name,
+                          supervisor=self.name, reason=reason, restarts=child.restarts,
+                          restarts_in_window=child.window.count(now),
+                          backoff_ms=round(delay * 1e3, 3), exc_info=exc)
 
-    def _quarantine(self, child: ChildRecord, reason: str, exc: BaseException | None) -> None:
-        name = child.name
+    def _enter_quarantine(self, child: ChildRecord) -> None:
         child.state = "quarantined"
         child.pending = None
         if self._counters is not None:
-            self._counters.supervisor_quarantined.set(name, value=1.0)
+            self._counters.supervisor_quarantined.set(child.name, value=1.0)
+        if self._health is not None:
+            self._health.quarantine(child.name, True)
+
+    def _report_quarantine(self, child: ChildRecord, reason: str,
+                           exc: BaseException | None) -> None:
         health = self._health
-        if health is not None:
-            health.quarantine(name, True)
         # One Health(ok=False) per quarantine: when the crash already turned this child's
         # readiness false through a HealthState publishing on the same bus, that was it.
         told = child.reports_ready and health is not None and health.bus is self._bus
         if self._bus is not None and not told:
-            self._bus.publish(KernelEvent.Health(service=name, ok=False))
-        _log.error("service_quarantined", service=name, reason=reason, restarts=child.restarts,
-                   restart_cap=self._restart_cap, restart_window_s=self._restart_window,
-                   exc_info=exc)
+            self._observe("bus", self._bus.publish,
+                          KernelEvent.Health(service=child.name, ok=False))
+        self._observe("log", _log.error, "service_quarantined", child=child.name,
+                      supervisor=self.name, reason=reason, restarts=child.restarts,
+                      restart_cap=self._restart_cap, restart_window_s=self._restart_window,
+                      exc_info=exc)
+
+    def _observe(self, observer: str, report: Callable[..., object], *args: Any,
+                 **fields: Any) -> None:
+        """Run one report; a failing observer is counted, never raised into supervision."""
+        try:
+            report(*args, **fields)
+        except Exception:
+            if self._counters is not None:
+                self._counters.observer_errors_total.inc(observer)
 
     def _affected(self, child: ChildRecord) -> list[ChildRecord]:
         """Siblings the strategy stops and restarts along with ``child``."""
@@ -584,7 +619,7 @@ class Supervisor:
         if child.pending is None:
             child.state = "stopped"
         self._count_aborted("abandoned")
-        _log.error("service_abandoned", service=child.name, supervisor=self.name,
+        _log.error("service_abandoned", child=child.name, supervisor=self.name,
                    reason="ignored cancellation", grace_ms=ABANDON_GRACE * 1e3)
         self._abandoned.add(task)
         task.add_done_callback(self._abandoned.discard)
@@ -609,7 +644,7 @@ _warned_no_unregister = False
 def _warn_no_unregister(child: str) -> None:
     """Say loudly, once per process, that an abandoned task can now hold the loop open."""
     global _warned_no_unregister
-    _log.error("abandon_incomplete", service=child,
+    _log.error("abandon_incomplete", child=child,
                reason="asyncio.tasks._unregister_task is missing on this Python: an abandoned "
                       "task that ignores cancellation may keep asyncio.run from returning")
     if not _warned_no_unregister:

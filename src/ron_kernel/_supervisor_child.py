@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._supervisor_policy import ChildState, RestartType, RestartWindow
+from ._text import cap, printable
 
 if TYPE_CHECKING:
     from ._bus import Bus
@@ -117,21 +118,60 @@ def is_async_callable(fn: object) -> bool:
 
 
 def trimmed_traceback(exc: BaseException) -> str:
-    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB."""
-    lines = "".join(traceback.format_exception(exc)).splitlines()
+    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB, always encodable."""
+    try:
+        lines = "".join(traceback.format_exception(exc)).splitlines()
+    except Exception:
+        return f"<traceback of {type(exc).__name__} could not be formatted>"
     text = "\n".join(lines[-TRACEBACK_LINES:])
-    return text[-TRACEBACK_CHARS:]
+    return printable(text[-TRACEBACK_CHARS:])
+
+
+class ChildExit(Exception):
+    """A child raised ``SystemExit`` or ``KeyboardInterrupt``: a crash of that child.
+
+    The original exception is ``.exit`` (and ``__cause__``); it never reaches the event loop, so
+    a child cannot end the process.
+    """
+
+    def __init__(self, exit: SystemExit | KeyboardInterrupt) -> None:
+        super().__init__(f"{type(exit).__name__}: {_safe_str(exit)}")
+        self.exit = exit
+
+
+def is_fatal(exc: BaseException, fatal: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` (or the SystemExit/KeyboardInterrupt it wraps) is one of ``fatal``."""
+    if isinstance(exc, ChildExit):
+        return isinstance(exc.exit, fatal)
+    return isinstance(exc, fatal)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}.__str__ failed>"
+    return text if isinstance(text, str) else repr(text)
 
 
 def crash_reason(exc: BaseException | None) -> str:
-    """The structured reason of ``ServiceCrashed``: ``"panic: Type: message"`` or ``"exited"``."""
+    """The structured reason of ``ServiceCrashed``: ``"panic: Type: message"`` or ``"exited"``.
+
+    Always encodable (lone surrogates escaped) and at most :data:`~ron_kernel._text.
+    MAX_REASON_CHARS` long (the middle of a huge message is cut, saying how much).
+    """
     if exc is None:
         return "exited"
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
-    message = str(exc)
+    if isinstance(exc, ChildExit):
+        exc = exc.exit
+    message = _safe_str(exc)
     name = type(exc).__name__
-    return f"panic: {name}: {message}" if message else f"panic: {name}"
+    if isinstance(exc, SystemExit):
+        message = f"exit status {exc.code!r}" if message else "exit"
+    text = f"panic: {name}: {message}" if message else f"panic: {name}"
+    return cap(printable(text))
 
 
 class Pending:
