@@ -182,6 +182,10 @@ class KernelCounters:
             "pq_posture_missing_total", "Ready services that never reported a PQ posture.")
         self.supervisor_quarantined = g(
             "supervisor_quarantined", "1 while a supervised child is quarantined.", ("service",))
+        self.supervisor_quarantine_probes_total = c(
+            "supervisor_quarantine_probes_total",
+            "Probe starts of quarantined children after their cool-down, by outcome.",
+            ("service", "outcome"))
         self.config_version = g("config_version", "Version of the applied config snapshot.")
         self.events_unencodable_total = c(
             "events_unencodable_total",
