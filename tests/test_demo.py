@@ -21,7 +21,7 @@ async def test_demo_shows_lag_on_the_slow_receiver_only(capsys: pytest.CaptureFi
 
 def test_bus_fanout_rig_quick_cases_deliver_everything(capsys: pytest.CaptureFixture[str]) -> None:
     """The benchmark's correctness side: every case delivers every message with zero lag."""
-    from ron_kernel.perf import bus_fanout
+    from benchmarks import bus_fanout
 
     args = bus_fanout.parser().parse_args(
         ["--quick", "--loops", "asyncio", "--capacity", "256", "--burst", "128",

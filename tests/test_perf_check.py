@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ron_kernel.perf import check
-from ron_kernel.perf._common import add_ratio
-from ron_kernel.perf._report import Panel, save_plot
+from benchmarks import check
+from benchmarks._common import add_ratio
+from benchmarks._report import Panel, save_plot
 
 
 def _measured(values: dict[str, list[float]], classes: dict[str, str]) -> check.Measured:

@@ -1,4 +1,4 @@
-"""HTTP and metrics benchmark: ``python -m ron_kernel.perf.http [--quick] [--json FILE]``.
+"""HTTP and metrics benchmark: ``python -m benchmarks.http [--quick] [--json FILE]``.
 
 Every figure is printed next to a same-run baseline:
 
@@ -33,8 +33,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from ron_kernel import Metrics
-from ron_kernel.perf._common import (
+from benchmarks._common import (
     RAW,
     add_ratio,
     base_parser,
@@ -44,7 +43,8 @@ from ron_kernel.perf._common import (
     show_progress,
     thin,
 )
-from ron_kernel.perf._report import Panel, progress, rig_main, save_plot, target_lines
+from benchmarks._report import Panel, progress, rig_main, save_plot, target_lines
+from ron_kernel import Metrics
 
 RIG = "http"
 SERIES = 2000

@@ -1,4 +1,4 @@
-"""The perf regression gate: ``python -m ron_kernel.perf.check [--update] [--runs 3]``.
+"""The perf regression gate: ``python -m benchmarks.check [--update] [--runs 3]``.
 
 Runs the short (``--quick``) version of every rig ``--runs`` times, interleaved (rig A, B, C, D,
 then A, B, C, D again, so a burst of background load does not land on every run of one rig),
@@ -6,7 +6,7 @@ takes the median of each ratio and compares it with ``perf/baselines/<rig>.json`
 
 Only ratios are compared — kernel figure / same-run baseline figure — never absolute times, so
 the gate holds on a slower or busier machine. Each ratio has a tolerance class of
-PERFORMANCE.MD §5 (see :data:`ron_kernel.perf._common.RATIO_CLASSES`): latency-type ratios
+PERFORMANCE.MD §5 (see :data:`benchmarks._common.RATIO_CLASSES`): latency-type ratios
 (lower is better) fail when they rise more than their allowance, throughput-type ratios (higher
 is better) fail when they drop more than 10 %.
 
@@ -27,17 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import RATIO_CLASSES, machine_info
+from benchmarks._common import RATIO_CLASSES, machine_info
+from benchmarks._report import print_table, progress
 
-BASELINES = Path(__file__).resolve().parents[3] / "perf" / "baselines"
-"""Where the stored baselines live (``perf/baselines/`` at the top of the source tree)."""
+BASELINES = Path(__file__).resolve().parents[1] / "perf" / "baselines"
+"""Where the stored baselines live (``perf/baselines/`` at the root of the repository)."""
 
 RIGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "bus_fanout": ("ron_kernel.perf.bus_fanout", ("--quick",)),
-    "restart_storm": ("ron_kernel.perf.restart_storm", ("--quick",)),
+    "bus_fanout": ("benchmarks.bus_fanout", ("--quick",)),
+    "restart_storm": ("benchmarks.restart_storm", ("--quick",)),
     # phase 2 (file change -> event) is a quiet-period timer with no baseline: not gated
-    "config_reload": ("ron_kernel.perf.config_reload", ("--quick", "--changes", "0")),
-    "http": ("ron_kernel.perf.http", ("--quick",)),
+    "config_reload": ("benchmarks.config_reload", ("--quick", "--changes", "0")),
+    "http": ("benchmarks.http", ("--quick",)),
 }
 """Gated rigs: module and the arguments of their short run."""
 
@@ -202,7 +203,7 @@ def baseline_doc(rig: str, measured: Measured, machine: Mapping[str, Any]) -> di
             entry["tolerance"] = WIDENED[name]
         ratios[name] = entry
     return {"rig": rig, "machine": dict(machine), "ratios": ratios,
-            "note": "written by `make perf-baseline` (python -m ron_kernel.perf.check "
+            "note": "written by `make perf-baseline` (python -m benchmarks.check "
                     "--update); median of the runs; kernel / same-run baseline"}
 
 
@@ -228,8 +229,6 @@ def check(measured: Mapping[str, Measured], directory: Path) -> list[Verdict]:
 
 def measure(rigs: Sequence[str], runs: int, loops: str, *, show: bool) -> dict[str, Measured]:
     """Run the quick version of each rig ``runs`` times, interleaved; collect the ratios."""
-    from ._report import progress
-
     out = {rig: Measured({}, {}) for rig in rigs}
     with progress(runs * len(rigs), "perf gate", enabled=show) as bar:
         for i in range(runs):
@@ -247,8 +246,6 @@ def measure(rigs: Sequence[str], runs: int, loops: str, *, show: bool) -> dict[s
 
 def print_verdicts(verdicts: Sequence[Verdict], measured: Mapping[str, Measured]) -> None:
     """The gate's table: ratio now (median, spread), baseline, allowed bound, verdict."""
-    from ._report import print_table
-
     rows = []
     for v in verdicts:
         runs = measured[v.rig].values.get(v.name, [])
