@@ -1,7 +1,12 @@
 """The ``ron-kernel`` command: run a kernel, check a config, follow events.
 
-Imports are lazy on purpose: ``ron-kernel run`` must reach ``/readyz`` 200 quickly, and
-``ron-kernel --help`` should not pay for aiohttp, pydantic or prometheus_client.
+The whole command line lives in this package: the parser and :func:`main` here,
+``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
+the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
+:mod:`ron_kernel._exitcodes`.
+
+The subcommands are imported lazily on purpose: ``ron-kernel run`` must reach ``/readyz`` 200
+quickly, and ``ron-kernel --help`` should not pay for aiohttp or prometheus_client.
 """
 
 from __future__ import annotations
@@ -10,11 +15,9 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
-__all__ = ["main"]
+from .._exitcodes import EXIT_INTERRUPTED, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+__all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,20 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from ron_kernel._run import run_command
+        from .run import run_command
 
         return run_command(args)
     if args.command == "config":
-        from ron_kernel._run import config_check
+        from .run import config_check
 
         return config_check(args)
-    if args.command == "tail":
-        import asyncio
+    # argparse allows only the choices above, so this is `tail`
+    import asyncio
 
-        from ron_kernel._tail import tail
+    from .tail import tail
 
-        try:
-            return asyncio.run(tail(args.url, retry=not args.no_retry))
-        except KeyboardInterrupt:
-            return 130
-    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
+    try:
+        return asyncio.run(tail(args.url, retry=not args.no_retry))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
