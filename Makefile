@@ -18,7 +18,7 @@ run: $(STAMP)
 
 ## demo-bus: the short live demonstration of the bus alone (a slow receiver lags)
 demo-bus: $(STAMP)
-	$(BIN)/python -m ron_kernel._demo
+	$(BIN)/python examples/bus_demo.py
 
 ## test: every gate — ruff, mypy --strict, pytest on asyncio + uvloop with coverage, API snapshot
 test: $(STAMP) sysdeps lint typecheck pytest
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src benchmarks
+	$(BIN)/mypy src benchmarks examples
 
 pytest: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90 -q
