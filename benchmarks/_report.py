@@ -62,7 +62,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     console = Console()
     if not console.is_terminal:
         # piped into a file or CI log: rich would fold to 80 columns and truncate the names
-        console = Console(width=160)
+        console = Console(width=200)
     console.print(table)
 
 
