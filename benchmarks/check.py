@@ -81,13 +81,15 @@ WIDENED: dict[str, float] = {
     "asyncio:readyz_p95": 0.20,  # spread 9 %, class allows 10 %
     "uvloop:readyz_p95": 0.30,  # spread 14 %
     "render_p50": 0.25,  # spread 13 %
-    "asyncio:restarts_per_s_100": 0.35,  # spread 13 %, class allows 10 %
-    "asyncio:restarts_per_s_1000": 0.35,  # spread 12 %
-    "uvloop:restarts_per_s_100": 0.35,  # spread 5 %, its siblings up to 17 %
-    "uvloop:restarts_per_s_1000": 0.35,  # spread 17 %
-    # medians of 3 ranged 4.23..5.35 over five gate runs (24 %): GC passes land in the tail of
-    # 150 samples; a 1.5x slower reload (relative to tomllib.loads) is still caught
-    "reload_p95": 0.50,
+    # restarts/s: a 1.5x slower supervisor is -33 %, so the bound must stay inside -33 % (it was
+    # -35 %, which let 1.5x through); -30 % is still ~1.8x the worst spread of medians (17 %)
+    "asyncio:restarts_per_s_100": 0.30,  # spread 13 %, class allows 10 %
+    "asyncio:restarts_per_s_1000": 0.30,  # spread 12 %
+    "uvloop:restarts_per_s_100": 0.30,  # spread 5 %, its siblings up to 17 %
+    "uvloop:restarts_per_s_1000": 0.30,  # spread 17 %
+    # medians of 3 ranged 4.23..5.35 over five gate runs (-7..+18 % of the 4.54 baseline): GC
+    # passes land in the tail of 150 samples. +40 %, not +50 %: +50 % let exactly 1.5x through
+    "reload_p95": 0.40,
 }
 """Ratios gated with a wider allowance than their class, because their spread needs it."""
 

@@ -324,3 +324,31 @@ def test_rejudge_changes_only_failed_measured_ratios(tmp_path: Path) -> None:
     assert after["x"].now == pytest.approx(1.005)  # the median of all 8, not of the re-measure
     assert after["y"] is first[2]  # passed the first round: not judged again
     assert after["gone"] is first[0]
+
+
+def _gated_entries() -> list[tuple[str, str, dict[str, object]]]:
+    out = []
+    for path in sorted(check.BASELINES.glob("*.json")):
+        doc = check.load_baseline(path)
+        out += [(doc["rig"], name, entry) for name, entry in doc["ratios"].items()
+                if name not in check.DROPPED]
+    return out
+
+
+def test_every_gated_allowance_catches_a_1_5x_regression() -> None:
+    entries = _gated_entries()
+    assert len(entries) >= 10  # found the checked-in baselines
+    for rig, name, entry in entries:
+        klass, base = str(entry["class"]), float(entry["value"])  # type: ignore[arg-type]
+        tol = entry.get("tolerance")
+        assert tol is None or isinstance(tol, float)
+        # 1.5x slower: a latency ratio 1.5x higher, a throughput ratio 1.5x lower
+        worse = base * 1.5 if check.RATIO_CLASSES[klass][1] == "lower" else base / 1.5
+        assert not check.within(klass, worse, base, tol), \
+            f"{rig}:{name}: allowance {check.tolerance_of(klass, tol):.0%} lets 1.5x through"
+
+
+def test_the_stored_tolerances_are_the_widened_policy() -> None:
+    # WIDENED (reviewed code) is what `make perf-baseline` writes; the files must agree with it
+    for rig, name, entry in _gated_entries():
+        assert entry.get("tolerance") == check.WIDENED.get(name), f"{rig}:{name}"
