@@ -1,6 +1,6 @@
 """The bounded broadcast bus: one shared ring, a cursor per receiver (tokio broadcast semantics).
 
-Hot path notes (measured by ``python -m ron_kernel.perf.bus_fanout``):
+Hot path notes (measured by ``python -m benchmarks.bus_fanout`` from the repository root):
 
 * ``publish`` is O(1) whatever the number of receivers: it writes one ring slot, bumps the tail
   and, only when some receiver is parked waiting, resolves one shared wake-up future.

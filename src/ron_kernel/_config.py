@@ -39,6 +39,7 @@ from ._errors import ConfigError
 from ._health import PQ_MODES
 from ._logging import get_logger
 from ._redact import REDACTED, is_secret_name, redact_text
+from ._supervisor_policy import DEFAULT_RESET_AFTER
 
 __all__ = [
     "AmnesiaConfig",
@@ -89,7 +90,8 @@ class SupervisorConfig:
     max_backoff: timedelta = timedelta(seconds=30)
     restart_cap: int = 5
     restart_window: timedelta = timedelta(seconds=60)
-    reset_after: timedelta = timedelta(seconds=30)
+    reset_after: timedelta = timedelta(seconds=DEFAULT_RESET_AFTER)
+    quarantine_cooldown: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +192,11 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
          _TINY, "window of restart_cap"),
     _dur("supervisor.reset_after", "RONK_SUP_RESET_AFTER", "--sup-reset-after", NEXT_RESTART,
          _TINY, "a child up this long has its backoff attempt counter reset"),
+    _Field("supervisor.quarantine_cooldown", "duration", "RONK_SUP_QUARANTINE_COOLDOWN",
+           "--sup-quarantine-cooldown", NEXT_RESTART,
+           "a duration from 0s (off) to 1h such as '30s' or '5m'", lo=timedelta(0),
+           hi=timedelta(hours=1),
+           help="a quarantined child gets a probe start after this (0s: never)"),
     _Field("bus.capacity", "int", "RONK_BUS_CAPACITY", "--bus-capacity", NEXT_START,
            f"an integer from 1 to {MAX_BUS_CAPACITY}", lo=1, hi=MAX_BUS_CAPACITY,
            help="bounded broadcast buffer"),

@@ -26,6 +26,7 @@ from ._supervisor_child import (
     trimmed_traceback,
 )
 from ._supervisor_policy import (
+    DEFAULT_RESET_AFTER,
     MAX_QUARANTINE_COOLDOWN,
     RESTART_TYPES,
     STRATEGIES,
@@ -78,7 +79,7 @@ class Supervisor:
         restart_cap, restart_window: more than ``restart_cap`` restarts inside the sliding
             ``restart_window`` quarantine the child.
         reset_after: uptime after which a child's backoff attempt counter starts again at 0
-            (default: ``restart_window``).
+            (default: 30 s, the same default as config ``supervisor.reset_after``).
         rng: random source of the jitter; clock: time source of windows and uptimes
             (default: the running loop's ``time``). Both are for deterministic tests.
         config: the config snapshot children see as ``ctx.config``, or a zero-argument callable
@@ -132,7 +133,7 @@ class Supervisor:
                 f"({self._max_backoff}s)")
         self._restart_cap = restart_cap
         self._restart_window = to_seconds(restart_window, "restart_window")
-        self._reset_after = (self._restart_window if reset_after is None
+        self._reset_after = (DEFAULT_RESET_AFTER if reset_after is None
                              else to_seconds(reset_after, "reset_after", allow_inf=True))
         self._drain_deadline = to_seconds(drain_deadline, "drain_deadline")
         self._cooldown = min(to_seconds(quarantine_cooldown, "quarantine_cooldown"),

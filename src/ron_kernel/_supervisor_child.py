@@ -4,6 +4,7 @@ the supervisor's private record of one child."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -245,6 +246,7 @@ async def run_child(fn: Callable[[ChildContext[Any]], Awaitable[None]],
     :class:`NotAwaitableChild` (the supervisor quarantines the child at once: it cannot get
     better by restarting).
     """
+    _current_child.set(ctx.name)  # this task's own context: set once, never reset
     result = fn(ctx)
     if not inspect.isawaitable(result):
         raise NotAwaitableChild(
@@ -261,6 +263,15 @@ def trimmed_traceback(exc: BaseException) -> str:
         return f"<traceback of {type(exc).__name__} could not be formatted>"
     text = "\n".join(lines[-TRACEBACK_LINES:])
     return printable(text[-TRACEBACK_CHARS:])
+
+
+_current_child: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ron_kernel_current_child", default=None)
+
+
+def current_child() -> str | None:
+    """The supervised child the running code belongs to (tasks it starts inherit it)."""
+    return _current_child.get()
 
 
 class ChildExit(Exception):

@@ -20,6 +20,10 @@ ChildState = Literal["waiting", "starting", "running", "backing_off", "quarantin
 STRATEGIES: Final = ("one_for_one", "one_for_all", "rest_for_one")
 RESTART_TYPES: Final = ("permanent", "transient", "temporary")
 
+DEFAULT_RESET_AFTER: Final = 30.0
+"""Seconds of uptime after which a child's backoff attempt counter starts again (one default
+for ``Supervisor(reset_after=...)`` and config ``supervisor.reset_after``)."""
+
 MAX_QUARANTINE_COOLDOWN: Final = 3600.0
 """A failed probe doubles the quarantine cool-down up to this (1 h)."""
 
