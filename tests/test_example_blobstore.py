@@ -449,13 +449,19 @@ async def _until(check: Callable[[], bool], within: float = 10.0) -> None:
 async def test_in_process_slow_body_stats_and_a_reload_of_the_listen_address(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "Config.toml"
-    app = f'[app]\ndata_dir = "{tmp_path / "blobs"}"\nrequest_timeout = "300ms"\n'
+    app = (f'[app]\ndata_dir = "{tmp_path / "blobs"}"\nrequest_timeout = "300ms"\n'
+           'sweep_interval = "20ms"\n')
     path.write_text(app + "max_frame = 4096\n")
+    stale = tmp_path / "blobs" / "ab" / ".ab12.dead.tmp"  # a write a crash interrupted
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     kernel = Kernel(path=path, env={}, argv=[], app_config=BlobstoreConfig,
                     watch_config=False, handle_sighup=False)
     service: Blobstore = build(kernel)
     async with kernel:
         await _until(lambda: service.url is not None and kernel.health.snapshot()["ready"])
+        await _until(lambda: not stale.exists())  # the store child's sweep
         url = service.url
         assert url is not None
         async with aiohttp.ClientSession() as session:

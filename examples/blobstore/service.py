@@ -28,7 +28,7 @@ from aiohttp.http import HttpVersion11
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ron_kernel import Config
-from ron_kernel.errors import Busy, Closed, Timeout
+from ron_kernel.errors import Busy, Canceled, Closed, Timeout
 from ron_kernel.logging import get_logger
 from ron_kernel.mailbox import Mailbox
 from ron_kernel.supervisor import ChildContext
@@ -37,10 +37,14 @@ from .config import BlobstoreConfig, split_listen
 from .index import Added, IndexMessage, Stats, StatsQuery
 from .store import BadId, BlobNotFound, DigestMismatch, Store, parse_id
 
-__all__ = ["CHUNK", "REJECT_REASONS", "BlobstoreMetrics", "make_app", "run_http", "run_store"]
+__all__ = ["CHUNK", "REJECT_REASONS", "STALE_TMP_AGE", "BlobstoreMetrics", "make_app",
+           "run_http", "run_store"]
 
 CHUNK = 64 * 1024
 """The storage streaming chunk (64 KiB): how much of a body is read at a time."""
+
+STALE_TMP_AGE = 600.0
+"""Seconds after which a temporary file is an interrupted write (a live one lasts milliseconds)."""
 
 REJECT_REASONS = ("frame_too_large", "bad_id", "digest_mismatch", "read_timeout")
 """The ``reason`` label values of ``blobstore_rejects_total`` (all exported from the start)."""
@@ -216,17 +220,20 @@ def make_app(ctx: ChildContext[Config[BlobstoreConfig]], store: Store,
 async def run_store(ctx: ChildContext[Config[BlobstoreConfig]], store: Store) -> None:
     """The ``store`` child: open the data directory, report ready, sweep temporary files.
 
-    ``while await ctx.sleep(...)`` ends at shutdown; the interval is read again after every
-    sweep, so a reload applies to the next one.
+    Every ``sweep_interval`` it removes temporary files older than :data:`STALE_TMP_AGE`.
+    ``while await ctx.sleep(...)`` ends at shutdown; the interval is read again before every
+    sleep, so a reload applies to the next one.
     """
-    await ctx.wait(asyncio.to_thread(store.open))
-    _log.info("store_open", data_dir=str(store.root))
-    ctx.ready()
-    while await ctx.sleep(ctx.config.app.sweep_interval.total_seconds()):
-        interval = ctx.config.app.sweep_interval.total_seconds()
-        removed = await ctx.wait(asyncio.to_thread(store.sweep, interval))
-        if removed:
-            _log.info("store_swept", removed=removed)
+    try:
+        await ctx.wait(asyncio.to_thread(store.open))
+        _log.info("store_open", data_dir=str(store.root))
+        ctx.ready()
+        while await ctx.sleep(ctx.config.app.sweep_interval.total_seconds()):
+            removed = await ctx.wait(asyncio.to_thread(store.sweep, STALE_TMP_AGE))
+            if removed:
+                _log.info("store_swept", removed=removed)
+    except Canceled:
+        return  # shutdown while the disk was busy: the thread finishes on its own
 
 
 async def run_http(ctx: ChildContext[Config[BlobstoreConfig]], store: Store,
