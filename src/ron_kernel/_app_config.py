@@ -126,10 +126,9 @@ def validate(model: type[Any], values: Mapping[str, Any]) -> tuple[Any, list[App
                 break
         else:
             target[path[-1]] = value
-    if problems:
-        return None, problems
+    # validate what passed the pre-checks too, so every problem is listed at once
     try:
-        return TypeAdapter(model).validate_python(nested), []
+        instance = TypeAdapter(model).validate_python(nested)
     except ValidationError as exc:
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
@@ -138,6 +137,7 @@ def validate(model: type[Any], values: Mapping[str, Any]) -> tuple[Any, list[App
             expected = _describe(annotation) if annotation is not None else "a valid value"
             problems.append(AppProblem(key, values.get(key), error["msg"], expected))
         return None, problems
+    return (None if problems else instance), problems
 
 
 def flatten(instance: Any) -> dict[str, Any]:
