@@ -50,11 +50,28 @@ def check_model(model: object) -> None:
         "(e.g. `@dataclass(frozen=True) class AppConfig: port: int = 8080`)")
 
 
+_FIELDS: dict[type[Any], dict[str, Any]] = {}
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
 def _fields(model: type[Any]) -> dict[str, Any]:
-    if issubclass(model, BaseModel):
-        return {name: info.annotation for name, info in model.model_fields.items()}
-    return {f.name: hint for f in dataclasses.fields(model)
-            for hint in (typing.get_type_hints(model).get(f.name, Any),)}
+    found = _FIELDS.get(model)
+    if found is None:
+        if issubclass(model, BaseModel):
+            found = {name: info.annotation for name, info in model.model_fields.items()}
+        else:
+            hints = typing.get_type_hints(model)
+            found = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(model)}
+        _FIELDS[model] = found
+    return found
+
+
+def _adapter(model: type[Any]) -> TypeAdapter[Any]:
+    # building the validator is the expensive part (tens of ms): once per model
+    found = _ADAPTERS.get(model)
+    if found is None:
+        found = _ADAPTERS[model] = TypeAdapter(model)
+    return found
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -128,7 +145,7 @@ def validate(model: type[Any], values: Mapping[str, Any]) -> tuple[Any, list[App
             target[path[-1]] = value
     # validate what passed the pre-checks too, so every problem is listed at once
     try:
-        instance = TypeAdapter(model).validate_python(nested)
+        instance = _adapter(model).validate_python(nested)
     except ValidationError as exc:
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
