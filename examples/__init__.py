@@ -2,5 +2,6 @@
 
 * :mod:`examples.blobstore` — a content-addressed blob store on aiohttp:
   ``ron-kernel run --app examples.blobstore:build``.
+* ``typed_service.py`` — the smallest typed service (``python examples/typed_service.py``).
 * ``bus_demo.py`` — the bus alone (``make demo-bus``).
 """
