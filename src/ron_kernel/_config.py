@@ -389,6 +389,8 @@ def show(key: str, value: Any, _depth: int = 0) -> str:
     elif isinstance(value, list | tuple):
         text = "[" + ", ".join(show(key, v, _depth + 1) for v in value) + "]"
     else:
+        if isinstance(value, os.PathLike):  # an app model's Path field: the path, as typed
+            value = os.fspath(value)
         text = repr(redact_text(value)) if isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
