@@ -527,7 +527,8 @@ def read_file(path: Path, problems: list[str], *, refuse_empty: bool = False,
         return {}
     if refuse_empty and not raw.strip():
         problems.append(_file_problem(
-            source, f"empty file ({len(raw)} bytes); {EMPTY_FILE_REASON}",
+            source, f"empty file ({len(raw)} bytes{', whitespace only' if raw else ''}); "
+            f"{EMPTY_FILE_REASON}",
             "a complete config file"))
         return {}
     def parse() -> Any:
