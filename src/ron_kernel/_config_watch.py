@@ -118,6 +118,14 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _dir_mark(path: str) -> tuple[int, int] | None:
     """Which directory a path names right now (device, inode), or ``None`` when it is gone."""
     try:
@@ -142,6 +150,7 @@ class FileWatcher:
         self._settled = initial
         self._state = STOPPED
         self._running = False
+        self._said_polling = False
 
     @property
     def state(self) -> str:
@@ -164,7 +173,7 @@ class FileWatcher:
                     elif polling:
                         await self._poll(quiet, poll_interval)
                     else:
-                        await self._watch(quiet)
+                        await self._watch(quiet, poll_interval)
                     retry = RETRY_MIN
                 except Exception as exc:  # anything else: say so, and keep trying
                     if not _is_dir(self._dir):
@@ -206,9 +215,17 @@ class FileWatcher:
             dirs.append(os.path.dirname(target))
         return tuple(dict.fromkeys(dirs))
 
-    async def _watch(self, quiet: float) -> None:
-        self._state = WATCHING
+    async def _watch(self, quiet: float, poll_interval: float) -> None:
         dirs = self._watched_dirs()
+        if not all(_utf8(d) for d in dirs):
+            # watchfiles takes UTF-8 paths only (neither bytes nor surrogate escapes): poll
+            if not self._said_polling:
+                self._said_polling = True
+                _log.info("config_watch_polling", path=show_path(self._dir),
+                          reason="the path is not UTF-8; file events cannot be watched")
+            await self._poll(quiet, poll_interval)
+            return
+        self._state = WATCHING
         marks = {d: _dir_mark(d) for d in dirs}
         names = {self._path.name}
         if self._settled is not None:

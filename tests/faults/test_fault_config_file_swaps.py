@@ -71,8 +71,8 @@ def drain(rx) -> list:
             return out
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
+async def until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
         while not predicate():  # noqa: ASYNC110 - polls state that other tasks set
             await asyncio.sleep(0.01)
 
