@@ -840,20 +840,22 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
     env = os.environ if env is None else env
     problems: list[str] = []
     cli, cli_path = cli_layer(argv or (), problems)
+    named = True
     try:
         chosen, explicit, _how = choose_file(path, env, cli_path)
-    except ConfigError as exc:
-        raise ConfigError([*problems, *exc.problems]) from None
+    except ConfigError as exc:  # an empty path: no file to read; list it with the rest
+        problems.extend(exc.problems)
+        chosen, explicit, named = Path(DEFAULT_FILE), False, False
     if file is not None:
         chosen = file
     if require_file is not None:
         explicit = require_file
     file_layer: Layer = {}
     used = False
-    if explicit or _exists(chosen):
+    if named and (explicit or _exists(chosen)):
         file_layer = read_file(chosen, problems, refuse_empty=refuse_empty, cache=cache)
         used = True
-    else:
+    elif named:
         _log.info("config_defaults_applied", path=show_path(chosen),
                   reason="no config file; using built-in defaults")
     layers = [_default_layer(), file_layer, env_layer(env, problems), cli]
