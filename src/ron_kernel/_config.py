@@ -864,14 +864,14 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
                     len(file_layer))
 
 
-def file_has_settings(path: Path) -> bool:
+def file_has_settings(path: Path, cache: ParseCache | None = None) -> bool:
     """Whether ``path`` exists and sets at least one key (problems aside); never raises."""
     try:
         if not path.is_file():
             return False
     except (OSError, ValueError):
         return False
-    return bool(read_file(path, []))
+    return bool(read_file(path, [], cache=cache))
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, str]]:

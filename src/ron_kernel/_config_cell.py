@@ -254,8 +254,8 @@ class ConfigCell:
         # A file that existed at start is required from then on: deleting it must not silently
         # revert a running kernel to the defaults. Nor may emptying it, once it had settings.
         self._file_required = explicit or file.exists()
-        self._had_settings = _config.file_has_settings(file)
-        self._parse_cache = _config.ParseCache()
+        self._parse_cache = _config.ParseCache()  # the first reload of these bytes: no parse
+        self._had_settings = _config.file_has_settings(file, self._parse_cache)
         self._watcher = FileWatcher(file, self.request_reload, initial=identify(file))
         # request_reload's state: at most one reload runs, at most one more is queued
         self._pending: _Pending | None = None
