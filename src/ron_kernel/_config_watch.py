@@ -59,6 +59,9 @@ SETTLE_MAX = 5.0
 """A file still changing after this many seconds is read anyway (the parser guards it)."""
 RETRY_MIN, RETRY_MAX = 0.1, 5.0
 """Backoff, in seconds, between attempts after an unexpected failure."""
+VANISHED_TOLERATED = 3
+"""A watched directory vanishing as watching starts is a race, not a failure, this many times
+in a row; after that it is reported like any other error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,7 @@ class FileWatcher:
             raise RuntimeError(f"{show_path(self._path)} is already being watched")
         self._running = True
         retry = RETRY_MIN
+        vanished = 0  # watched directories gone as watching began, in a row
         try:
             if self._settled is None:
                 self._settled = await asyncio.to_thread(identify, self._path)
@@ -175,9 +179,16 @@ class FileWatcher:
                     else:
                         await self._watch(quiet, poll_interval)
                     retry = RETRY_MIN
+                    vanished = 0
                 except Exception as exc:  # anything else: say so, and keep trying
                     if not _is_dir(self._dir):
                         continue  # it vanished under us: not a failure, wait for it
+                    if isinstance(exc, FileNotFoundError) and vanished < VANISHED_TOLERATED:
+                        # e.g. the kubelet removing the old data directory just after a swap:
+                        # look again (the next attempt watches what is there now)
+                        vanished += 1
+                        await asyncio.sleep(RETRY_MIN)
+                        continue
                     reason = printable(cap(f"{type(exc).__name__}: {exc}", 300))
                     self._state = FAILED + reason
                     _log.error("config_watch_failed", path=show_path(self._path),
@@ -243,7 +254,8 @@ class FileWatcher:
                 # an event naming the file itself is checked by content even if the look
                 # is unchanged (an in-place rewrite within one mtime tick, same size)
                 force = any(os.path.basename(p) in names for _, p in changes)
-                await self._check("file", quiet, force=force)
+                # watchfiles yields a batch only after `step` (= quiet) ms without events
+                await self._check("file", quiet, force=force, quiet_already=bool(changes))
                 if self._watched_dirs() != dirs:
                     return  # the symlink now leads elsewhere: watch the new directory
         finally:
@@ -251,13 +263,25 @@ class FileWatcher:
 
     # ------------------------------------------------------------------ the decision
 
-    async def _check(self, trigger: str, quiet: float, *, force: bool = False) -> None:
-        """Ask for a reload when the file's content differs from the last one seen."""
+    async def _check(self, trigger: str, quiet: float, *, force: bool = False,
+                     quiet_already: bool = False) -> None:
+        """Ask for a reload when the file's content differs from the last one seen.
+
+        The file is read only once stable: two looks agree after a quiet period -- waited
+        here, or (``quiet_already``) just observed by watchfiles' debounce, in which case the
+        two looks are the ones taken before and while reading it.
+        """
         settled = self._settled
-        if not force and settled is not None and look(self._path) == settled.look:
+        before = look(self._path)
+        if not force and settled is not None and before == settled.look:
             return
-        await self._settle(quiet)
+        if not quiet_already:
+            await self._settle(quiet)
+            before = look(self._path)
         now = await asyncio.to_thread(identify, self._path)
+        if now.look != before:  # it changed while we read it: not stable after all
+            await self._settle(quiet)
+            now = await asyncio.to_thread(identify, self._path)
         self._settled = now
         if settled is None or now.digest != settled.digest:
             self._on_change(trigger)

@@ -174,6 +174,36 @@ async def test_a_failing_watcher_says_so_and_keeps_trying(tmp_path, monkeypatch,
     assert capsys.readouterr().err.count('"config_watch_failed"') == 3
 
 
+async def test_a_directory_vanishing_as_watching_starts_is_a_race_not_a_failure(
+        tmp_path, monkeypatch, capsys):
+    path = tmp_path / "Config.toml"
+    path.write_text("[bus]\ncapacity = 8\n")
+    cell, bus = make_cell(path)
+    rx = bus.subscribe()
+    real = config_watch.awatch
+    races = 2
+
+    def racy(*args, **kwargs):
+        nonlocal races
+        if races:
+            races -= 1
+            raise FileNotFoundError("No path was found.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(config_watch, "awatch", racy)
+    task = cell.start_watching()
+    try:
+        await until(lambda: races == 0)
+        await asyncio.sleep(0.2)
+        path.write_text("[bus]\ncapacity = 9\n")
+        assert await asyncio.wait_for(rx.recv(), 5) == KernelEvent.ConfigUpdated(version=2)
+        assert cell.watcher_state == "watching"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert '"config_watch_failed"' not in capsys.readouterr().err
+
+
 async def test_status_reports_the_watcher_and_the_last_reload(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "config"
