@@ -18,7 +18,7 @@ run: $(STAMP)
 
 ## demo-bus: the short live demonstration of the bus alone (a slow receiver lags)
 demo-bus: $(STAMP)
-	$(BIN)/python -m ron_kernel._demo
+	$(BIN)/python examples/bus_demo.py
 
 ## test: every gate — ruff, mypy --strict, pytest on asyncio + uvloop with coverage, API snapshot
 test: $(STAMP) sysdeps lint typecheck pytest
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src
+	$(BIN)/mypy src benchmarks examples
 
 pytest: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90 -q
@@ -56,29 +56,31 @@ fuzz-smoke: $(STAMP)
 ## RSS growth < 5 % after warm-up and a flat FD count, or exit 1 (docs/SOAK.md)
 SOAK_SECONDS ?= 3600
 soak: $(STAMP)
-	$(BIN)/python -m ron_kernel.perf.soak --duration $(SOAK_SECONDS) --interval 10 \
+	$(BIN)/python -m benchmarks.soak --duration $(SOAK_SECONDS) --interval 10 \
 		--json perf-results/soak.json
 
 soak-smoke: $(STAMP)
-	$(BIN)/python -m ron_kernel.perf.soak --duration 120 --interval 5 \
+	$(BIN)/python -m benchmarks.soak --duration 120 --interval 5 \
 		--json perf-results/soak-smoke.json
 
-## perf: every perf rig, full length (~5 min); JSON + PNG per rig into perf-results/
+## perf: every perf rig of benchmarks/, full length (~5 min); JSON + PNG per rig into perf-results/
+## (the rigs are not installed: they run from the repository root as `python -m benchmarks.<rig>`)
 PERF_OUT ?= perf-results
+PERF_RIGS := bus_fanout restart_storm config_reload http
 perf: $(STAMP)
 	@mkdir -p $(PERF_OUT)
-	for rig in bus-fanout restart-storm config-reload http; do \
-	  $(BIN)/ron-kernel perf $$rig --json $(PERF_OUT)/$$rig.json --plot $(PERF_OUT)/$$rig.png \
+	for rig in $(PERF_RIGS); do \
+	  $(BIN)/python -m benchmarks.$$rig --json $(PERF_OUT)/$$rig.json --plot $(PERF_OUT)/$$rig.png \
 	    || exit 1; \
 	done
 
 ## perf-check: short rigs x3, ratios vs perf/baselines/ (PERFORMANCE.MD §5); fails on a regression
 perf-check: $(STAMP)
-	$(BIN)/python -m ron_kernel.perf.check
+	$(BIN)/python -m benchmarks.check
 
 ## perf-baseline: re-measure and rewrite perf/baselines/ on purpose (review and commit the diff)
 perf-baseline: $(STAMP)
-	$(BIN)/python -m ron_kernel.perf.check --update
+	$(BIN)/python -m benchmarks.check --update
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov perf-results

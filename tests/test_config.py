@@ -280,7 +280,7 @@ def test_explain_names_the_source_of_every_value(tmp_path):
     rows = {r.key: r for r in explain(env={"RONK_LOG_LEVEL": "warn"},
                                       argv=["--amnesia", "on"])}
     assert set(rows) == set(cfgmod.FIELDS)
-    assert rows["bus.capacity"].source == f"file:{tmp_path / 'Config.toml'}"
+    assert rows["bus.capacity"].source == f"file:{tmp_path / 'Config.toml'}:2"
     assert rows["bus.capacity"].value == "16"
     assert rows["log.level"].source == "env:RONK_LOG_LEVEL"
     assert rows["amnesia.enabled"] == ("amnesia.enabled", "true", "cli:--amnesia")

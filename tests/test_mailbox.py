@@ -112,10 +112,12 @@ async def test_send_with_timeout_raises_timeout_and_counts_it() -> None:
     assert metrics.counters.io_timeouts_total.get("mailbox_send") == 2
 
 
-async def test_send_rejects_a_negative_timeout() -> None:
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), float("-inf"), True, "1"])
+async def test_send_rejects_a_timeout_that_is_not_finite_and_non_negative(bad: object) -> None:
     box: Mailbox[int] = Mailbox(1, name="a")
-    with pytest.raises(ValueError, match="timeout must be >= 0"):
-        await box.send(1, timeout=-1)
+    with pytest.raises(ValueError, match="send timeout must be"):
+        await box.send(1, timeout=bad)  # type: ignore[arg-type]
+    assert len(box) == 0
 
 
 async def test_a_cancelled_send_enqueues_nothing_and_passes_its_turn_on() -> None:
@@ -199,11 +201,26 @@ async def test_request_on_a_full_mailbox_raises_busy_at_once() -> None:
         await box.request("x", timeout=10.0)
 
 
-async def test_request_rejects_a_non_positive_timeout() -> None:
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
+async def test_request_rejects_a_timeout_that_is_not_finite_and_positive(bad: float) -> None:
     box: Mailbox[object] = Mailbox(1, name="svc")
-    with pytest.raises(ValueError, match="request timeout must be > 0"):
-        await box.request("x", timeout=0)
+    with pytest.raises(ValueError, match="request timeout must be finite and > 0"):
+        await box.request("x", timeout=bad)
     assert len(box) == 0
+
+
+async def test_request_with_no_timeout_waits_for_the_reply() -> None:
+    box: Mailbox[object] = Mailbox(1, name="svc")
+
+    async def server() -> None:
+        item = await box.recv()
+        assert isinstance(item, Request)
+        await asyncio.sleep(0.01)
+        item.reply("pong")
+
+    task = asyncio.ensure_future(server())
+    assert await box.request("ping", timeout=None) == "pong"
+    await task
 
 
 async def test_close_drains_then_raises_closed_and_refuses_sends() -> None:

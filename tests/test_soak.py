@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ron_kernel.perf import soak
-from ron_kernel.perf.soak import PATTERNS, SoakOptions, evaluate, run_soak
+from benchmarks import soak
+from benchmarks.soak import PATTERNS, SoakOptions, evaluate, run_soak
 
 FAST = SoakOptions(
     duration=4.0, interval=0.2, crash_periods=(0.05, 0.1), crashers_per_period=1,

@@ -555,8 +555,8 @@ async def _async_child(ctx: ChildContext) -> None:
 
 def test_add_rejects_bad_input_at_add_time():
     sup = Supervisor()
-    with pytest.raises(TypeError, match="must be an async callable"):
-        sup.add("sync", lambda ctx: None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be a callable taking a ChildContext"):
+        sup.add("sync", 42)  # type: ignore[arg-type]
     sup.add("svc", _async_child)
     with pytest.raises(ValueError, match="duplicate child name 'svc'"):
         sup.add("svc", _async_child)
@@ -588,3 +588,34 @@ def test_constructor_rejects_bad_values():
         Supervisor(restart_window=timedelta(seconds=-1))
     with pytest.raises(TypeError, match="reset_after must be"):
         Supervisor(reset_after="10s")  # type: ignore[arg-type]
+
+
+async def test_a_lambda_or_partial_returning_a_coroutine_is_a_child():
+    import functools
+
+    async def worker(ctx: ChildContext, tag: str) -> None:
+        ctx.ready()
+        await ctx.shutdown.wait()
+
+    sup = Supervisor()
+    sup.add("lambda", lambda ctx: worker(ctx, "a"))
+    sup.add("partial", functools.partial(worker, tag="b"))
+    async with sup:
+        for _ in range(200):
+            if all(i["state"] == "running" for i in sup.snapshot().values()):
+                break
+            await asyncio.sleep(0.005)
+        assert {i["state"] for i in sup.snapshot().values()} == {"running"}
+
+
+async def test_a_child_returning_no_awaitable_is_quarantined_at_once_with_a_clear_reason():
+    sup = Supervisor(min_backoff=0)
+    sup.add("sync", lambda ctx: None)  # type: ignore[arg-type,return-value]
+    async with sup:
+        for _ in range(200):
+            if sup.snapshot()["sync"]["state"] == "quarantined":
+                break
+            await asyncio.sleep(0.005)
+        info = sup.snapshot()["sync"]
+    assert info["state"] == "quarantined" and info["restarts"] == 0
+    assert "returned NoneType, not an awaitable" in (info["last_reason"] or "")

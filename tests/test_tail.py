@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ron_kernel import Config, KernelEvent
-from ron_kernel._tail import tail
+from ron_kernel.cli.tail import tail
 from ron_kernel.kernel import Kernel
 
 

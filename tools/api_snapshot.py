@@ -1,8 +1,8 @@
 """Generate the public API snapshot of ron-kernel (``api/ron_kernel.txt``).
 
 The surface is what users import: ``ron_kernel.__all__`` and the ``__all__`` of every public
-(non-underscore) module of the package, except the command line (``cli``), the perf rigs
-(``perf``) and ``__main__``. For each name it records the kind and signature, and for classes
+(non-underscore) module of the package, except the command line (``cli``) and ``__main__``.
+For each name it records the kind and signature, and for classes
 every public method, property and class attribute. Run ``make api`` to regenerate on purpose;
 ``tests/test_api_surface.py`` fails on any unacknowledged change.
 """
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-EXCLUDED = ("ron_kernel.cli", "ron_kernel.perf", "ron_kernel.__main__")
+EXCLUDED = ("ron_kernel.cli", "ron_kernel.__main__")
 SNAPSHOT = Path(__file__).resolve().parent.parent / "api" / "ron_kernel.txt"
 
 

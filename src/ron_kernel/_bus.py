@@ -1,6 +1,6 @@
 """The bounded broadcast bus: one shared ring, a cursor per receiver (tokio broadcast semantics).
 
-Hot path notes (measured by ``python -m ron_kernel.perf.bus_fanout``):
+Hot path notes (measured by ``python -m benchmarks.bus_fanout`` from the repository root):
 
 * ``publish`` is O(1) whatever the number of receivers: it writes one ring slot, bumps the tail
   and, only when some receiver is parked waiting, resolves one shared wake-up future.
@@ -12,6 +12,8 @@ Hot path notes (measured by ``python -m ron_kernel.perf.bus_fanout``):
 from __future__ import annotations
 
 import asyncio
+import threading
+import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -89,7 +91,8 @@ class Bus(Generic[T]):
     """
 
     __slots__ = ("__weakref__", "_capacity", "_closed", "_counters", "_dropped", "_lagged",
-                 "_no_receivers", "_published", "_receivers", "_ring", "_tail", "_waiter")
+                 "_loop", "_no_receivers", "_published", "_receivers", "_ring", "_tail",
+                 "_waiter", "_waiter_thread")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, *, metrics: Metrics | None = None) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int):
@@ -104,6 +107,8 @@ class Bus(Generic[T]):
         self._receivers = 0
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
+        self._waiter_thread = 0  # the loop thread of the parked receivers
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._published = 0
         self._no_receivers = 0
         self._dropped = 0
@@ -121,6 +126,10 @@ class Bus(Generic[T]):
         Never blocks, never awaits, O(1) however many receivers exist. With no receivers it
         returns 0, counts the publish and keeps nothing. After :meth:`close` it returns 0 and
         counts ``bus_dropped_total``.
+
+        Call it from the event loop's thread. From any other thread use
+        :meth:`publish_threadsafe`; a ``publish`` from another thread that finds receivers
+        parked is detected, still wakes them (through the loop) and warns once.
         """
         self._published += 1
         if self._closed:
@@ -137,12 +146,39 @@ class Bus(Generic[T]):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():
+            if threading.get_ident() != self._waiter_thread:
+                _wrong_thread(waiter)
+            elif not waiter.done():
                 waiter.set_result(None)
         return receivers
 
+    def publish_threadsafe(self, msg: T) -> None:
+        """Publish ``msg`` from any thread: it is published in the loop's thread, soon.
+
+        The bus learns its loop when a receiver is made or waits inside a running loop; before
+        that (no receiver anywhere), this raises ``RuntimeError``. From the loop's own thread it
+        is :meth:`publish`.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("publish_threadsafe: no receiver has subscribed inside an event "
+                               "loop yet, so the bus does not know which loop to publish in")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.publish(msg)
+        else:
+            loop.call_soon_threadsafe(self.publish, msg)
+
     def subscribe(self) -> Receiver[T]:
         """Return a new receiver that sees every message published from now on."""
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
         return Receiver(self, self._tail)
 
     def close(self) -> None:
@@ -212,13 +248,18 @@ class Bus(Generic[T]):
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
-            if not waiter.done():
+            if threading.get_ident() != self._waiter_thread:
+                _wrong_thread(waiter)
+            elif not waiter.done():
                 waiter.set_result(None)
 
     def _wait_future(self) -> asyncio.Future[None]:
         waiter = self._waiter
         if waiter is None or waiter.done():
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            self._waiter_thread = threading.get_ident()
+            self._loop = loop
         return waiter
 
 
@@ -267,8 +308,10 @@ class Receiver(Generic[T]):
         """Return every message available now (at most ``limit``), ``[]`` when there is none.
 
         Raises :class:`Lagged` first when the receiver fell behind, and :class:`Closed` after
-        close once everything was read.
+        close once everything was read; ``ValueError`` for a ``limit`` that is not an int > 0.
         """
+        if limit is not None:
+            _check_limit(limit)
         bus = self._bus
         nxt = self._next
         tail = bus._tail
@@ -316,8 +359,10 @@ class Receiver(Generic[T]):
 
         The batch fast path: one wake-up and one slice copy for many messages. Raises
         :class:`Lagged` first when the receiver fell behind; :class:`Closed` after close once
-        everything was read.
+        everything was read. ``ValueError`` for a ``limit`` that is not an int > 0.
         """
+        if limit is not None:
+            _check_limit(limit)
         bus = self._bus
         while True:
             nxt = self._next
@@ -410,11 +455,8 @@ class Receiver(Generic[T]):
         cap = self._cap
         if tail - nxt > cap:
             self._lag(tail - cap - nxt)
-        if limit is not None:
-            if limit <= 0:
-                raise ValueError(f"limit must be > 0 or None, got {limit}")
-            if tail - nxt > limit:
-                tail = nxt + limit
+        if limit is not None and tail - nxt > limit:
+            tail = nxt + limit
         self._next = tail
         ring = self._ring
         start = nxt % cap
@@ -422,6 +464,34 @@ class Receiver(Generic[T]):
         if end <= cap:
             return ring[start:end]
         return ring[start:] + ring[: end - cap]
+
+
+def _check_limit(limit: object) -> None:
+    # before the cursor moves: a float (or bool) limit would corrupt it
+    if type(limit) is not int or limit <= 0:
+        raise ValueError(f"limit must be an int > 0 or None, got {limit!r}")
+
+
+_warned_wrong_thread = False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _wrong_thread(waiter: asyncio.Future[None]) -> None:
+    """A publish from a thread that is not the parked receivers' loop: wake them through it."""
+    global _warned_wrong_thread
+    try:
+        waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        return
+    if not _warned_wrong_thread:
+        _warned_wrong_thread = True
+        warnings.warn("Bus.publish called from a thread that is not the event loop's; use "
+                      "bus.publish_threadsafe(msg) from other threads", RuntimeWarning,
+                      stacklevel=3)
 
 
 async def _park(bus: Bus[Any]) -> None:

@@ -26,16 +26,21 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, overload
+
+from typing_extensions import TypeVar
 
 from ._addr import binds_every_interface, parse_addr
+from ._app_config import flatten as flatten_app
+from ._app_config import validate as validate_app
 from ._bus import MAX_CAPACITY
+from ._duration import MAX_DURATION, format_duration, parse_duration
 from ._errors import ConfigError
 from ._health import PQ_MODES
 from ._logging import get_logger
 from ._redact import REDACTED, is_secret_name, redact_text
+from ._supervisor_policy import DEFAULT_RESET_AFTER
 from ._text import show_path
 
 __all__ = [
@@ -56,10 +61,12 @@ _log = get_logger("config")
 DEFAULT_FILE = "Config.toml"
 CONFIG_ENV = "RON_CONFIG"
 CONFIG_FLAG = "--config"
+SET_FLAG = "--set"
+APP = "app"
+APP_ENV_PREFIX = "RONK_APP__"
 # RUNBOOK §2 names this variable; it is accepted as a deprecated alias of RONK_OBS_ADDR.
 METRICS_ADDR_ALIAS = "RON_KERNEL_METRICS_ADDR"
 
-MAX_DURATION = timedelta(hours=24)
 MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
 MAX_FILE_BYTES = 1 << 20
@@ -74,78 +81,6 @@ NEXT_START = "next-start"        # fixed for the life of the kernel: applies whe
 
 
 
-# ----------------------------------------------------------------------------- durations
-
-_UNIT_US = {"h": 3_600_000_000, "m": 60_000_000, "s": 1_000_000, "ms": 1_000, "us": 1, "µs": 1}
-_UNIT_ORDER = ("h", "m", "s", "ms", "us")
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s|us|µs)")
-_BARE_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
-_UNITS_HINT = "units: h, m, s, ms, us; e.g. '100ms', '1.5s', '1h30m'"
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse a duration such as ``100ms``, ``1.5s``, ``30s``, ``5m``, ``1h``, ``1h30m``, ``250us``.
-
-    Units are ``h``, ``m``, ``s``, ``ms`` and ``us`` (or ``µs``), each at most once, largest
-    first. The result is rounded to the microsecond (``timedelta``'s resolution).
-
-    Raises ``ValueError`` with a specific reason: a bare number (no unit; the message suggests
-    one), a negative value, a value above 24h, or anything else that does not parse.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"a duration must be a string such as '5s', got {type(text).__name__}")
-    s = text.strip()
-    if not s:
-        raise ValueError(f"empty duration ({_UNITS_HINT})")
-    if len(s) > 64:
-        raise ValueError("duration text is too long (more than 64 characters)")
-    if _BARE_NUMBER.fullmatch(s):
-        number = s.lstrip("+")
-        if number.startswith("-"):
-            raise ValueError(f"negative durations are not allowed ({_UNITS_HINT})")
-        raise ValueError(
-            f"a bare number has no unit; write '{number}s' or '{number}ms' ({_UNITS_HINT})")
-    if s.startswith("-"):
-        raise ValueError("negative durations are not allowed")
-    total = Decimal(0)
-    pos = 0
-    last_rank = -1
-    while pos < len(s):
-        part = _PART.match(s, pos)
-        if part is None:
-            raise ValueError(f"cannot parse {s[pos:]!r} ({_UNITS_HINT})")
-        unit = "us" if part.group(2) == "µs" else part.group(2)
-        rank = _UNIT_ORDER.index(unit)
-        if rank <= last_rank:
-            raise ValueError(f"units must appear once each, largest first ({_UNITS_HINT})")
-        last_rank = rank
-        total += Decimal(part.group(1)) * _UNIT_US[unit]
-        pos = part.end()
-    micros = int(total.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-    if micros > MAX_DURATION // timedelta(microseconds=1):
-        raise ValueError(f"absurdly long: more than {format_duration(MAX_DURATION)}")
-    return timedelta(microseconds=micros)
-
-
-def format_duration(value: timedelta) -> str:
-    """Format a ``timedelta`` in the syntax :func:`parse_duration` reads (``1h30m``, ``1s500ms``).
-
-    ``parse_duration(format_duration(d)) == d`` for every non-negative ``d`` up to 24h.
-    Raises ``ValueError`` for a negative duration.
-    """
-    micros = value // timedelta(microseconds=1)
-    if micros < 0:
-        raise ValueError("negative durations cannot be formatted")
-    if micros == 0:
-        return "0s"
-    out = []
-    for unit in _UNIT_ORDER:
-        count, micros = divmod(micros, _UNIT_US[unit])
-        if count:
-            out.append(f"{count}{unit}")
-    return "".join(out)
-
-
 # ----------------------------------------------------------------------------- the schema
 
 
@@ -157,7 +92,8 @@ class SupervisorConfig:
     max_backoff: timedelta = timedelta(seconds=30)
     restart_cap: int = 5
     restart_window: timedelta = timedelta(seconds=60)
-    reset_after: timedelta = timedelta(seconds=30)
+    reset_after: timedelta = timedelta(seconds=DEFAULT_RESET_AFTER)
+    quarantine_cooldown: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,6 +194,11 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
          _TINY, "window of restart_cap"),
     _dur("supervisor.reset_after", "RONK_SUP_RESET_AFTER", "--sup-reset-after", NEXT_RESTART,
          _TINY, "a child up this long has its backoff attempt counter reset"),
+    _Field("supervisor.quarantine_cooldown", "duration", "RONK_SUP_QUARANTINE_COOLDOWN",
+           "--sup-quarantine-cooldown", NEXT_RESTART,
+           "a duration from 0s (off) to 1h such as '30s' or '5m'", lo=timedelta(0),
+           hi=timedelta(hours=1),
+           help="a quarantined child gets a probe start after this (0s: never)"),
     _Field("bus.capacity", "int", "RONK_BUS_CAPACITY", "--bus-capacity", NEXT_START,
            f"an integer from 1 to {MAX_BUS_CAPACITY}", lo=1, hi=MAX_BUS_CAPACITY,
            help="bounded broadcast buffer"),
@@ -282,11 +223,15 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
 _BY_ENV = {f.env: f for f in FIELDS.values()}
 _BY_FLAG = {f.flag: f for f in FIELDS.values()}
 KNOWN_ENV = (*_BY_ENV, CONFIG_ENV, METRICS_ADDR_ALIAS)
-KNOWN_FLAGS = (CONFIG_FLAG, *_BY_FLAG)
+KNOWN_FLAGS = (CONFIG_FLAG, SET_FLAG, *_BY_FLAG)
+
+M = TypeVar("M", default=None)
+"""The app config model of a ``Config`` (``None`` when there is none)."""
+A = TypeVar("A")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Config:
+class Config(Generic[M]):
     """The kernel's configuration: an immutable snapshot (CONFIG.MD §3 plus QUANTUM.MD §4).
 
     ``Config()`` holds the built-in defaults; :meth:`load` merges, highest first, CLI flags >
@@ -301,6 +246,19 @@ class Config:
     ``shutdown``. ``version`` is 1 for a first load (and for ``Config()``); each reload applied by
     :class:`ron_kernel.config.ConfigCell` adds one. Instances are frozen and hashable; build a
     changed copy with :meth:`from_mapping`.
+
+    Your service's own settings live in the same layers: give a pydantic v2 model or a
+    dataclass as ``app=`` and ``cfg.app`` is an instance of it, filled from the file's
+    ``[app]`` table, ``RONK_APP__<FIELD>`` variables (``__`` nests: ``RONK_APP__DB__POOL_SIZE``)
+    and ``--set app.<key>=<value>`` flags, validated together with the kernel's keys::
+
+        @dataclass(frozen=True)
+        class AppConfig:
+            port: int = 8080
+            timeout: timedelta = timedelta(seconds=1)   # accepts "250ms", "1h30m"
+
+        cfg = Config.load(argv=["--set", "app.port=9000"], app=AppConfig)
+        cfg.app.port                     # 9000
     """
 
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
@@ -311,11 +269,24 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     version: int = 1
+    app: M = field(default=None, hash=False)  # type: ignore[assignment]
+
+    @overload
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *,
+             env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None,
+             app: None = None) -> Config[None]: ...
+
+    @overload
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *,
+             env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None,
+             app: type[A]) -> Config[A]: ...
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *,
-             env: Mapping[str, str] | None = None,
-             argv: Sequence[str] | None = None) -> Config:
+             env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None,
+             app: type[Any] | None = None) -> Config[Any]:
         """Build the effective config from defaults < file < environment < ``argv``, validated.
 
         The file is ``--config`` in ``argv``, else ``path``, else ``$RON_CONFIG``, else
@@ -323,24 +294,29 @@ class Config:
         directory. ``.toml`` files are read as TOML, ``.json`` as JSON. A missing default file
         means defaults (logged); a file named explicitly but missing is an error. ``argv`` holds
         flags only (``["--bus-capacity", "8"]``); ``env`` defaults to ``os.environ``. An unknown
-        flag or ``RONK_*`` variable is an error. Raises :class:`~ron_kernel.errors.ConfigError`
-        listing every problem.
+        flag or ``RONK_*`` variable is an error. ``app`` is your settings' model (see the class
+        docstring); without it an ``[app]`` table or ``RONK_APP__*`` variable is an error.
+        Raises :class:`~ron_kernel.errors.ConfigError` listing every problem.
         """
-        return resolve(path, env=env, argv=argv).config
+        return resolve(path, env=env, argv=argv, app=app).config
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, base: Config | None = None,
-                     source: str = "api") -> Config:
+    def from_mapping(cls, data: Mapping[str, Any], *, base: Config[Any] | None = None,
+                     source: str = "api", app: type[Any] | None = None) -> Config[Any]:
         """Return ``base`` (default: the defaults) with the sections of ``data`` applied.
 
         ``data`` has the shape of a config file (``{"bus": {"capacity": 8}}``); values are
         checked exactly as a file's are (durations as strings like ``"5s"``, or ``timedelta``).
         Raises :class:`~ron_kernel.errors.ConfigError` naming ``source`` for each problem.
+        ``app`` is the app model (default: the type of ``base.app``).
         """
+        if app is None and base is not None and base.app is not None:
+            app = type(base.app)
         layers = [_flat_layer(base, "default" if base is None else "base")]
         problems: list[str] = []
         layers.append(_mapping_layer(data, source, problems))
-        return _build(layers, problems, version=1 if base is None else base.version)[0]
+        return _build(layers, problems, version=1 if base is None else base.version,
+                      app=app)[0]
 
     def validate(self) -> None:
         """Check every value and rule again; raise ``ConfigError`` listing every problem.
@@ -348,12 +324,18 @@ class Config:
         ``load`` and ``from_mapping`` already validate; this is for configs built directly
         (``Config(bus=BusConfig(capacity=0))``).
         """
-        _build([_flat_layer(self, "value")], [], version=self.version)
+        app = type(self.app) if self.app is not None else None
+        _build([_flat_layer(self, "value")], [], version=self.version, app=app)
 
     def flat(self) -> dict[str, Any]:
-        """Every value by dotted key (``{"bus.capacity": 4096, ...}``); ``version`` excluded."""
-        return {key: getattr(getattr(self, key.split(".")[0]), key.split(".")[1])
-                for key in FIELDS}
+        """Every value by dotted key (``{"bus.capacity": 4096, "app.port": 8080, ...}``).
+
+        ``version`` is excluded; app keys are prefixed ``app.``.
+        """
+        out = {key: getattr(getattr(self, key.split(".")[0]), key.split(".")[1])
+               for key in FIELDS}
+        out.update({f"{APP}.{key}": value for key, value in flatten_app(self.app).items()})
+        return out
 
 
 # ----------------------------------------------------------------------------- sources
@@ -369,7 +351,7 @@ class Raw(NamedTuple):
 Layer = dict[str, Raw]
 
 
-def _flat_layer(cfg: Config | None, source: str) -> Layer:
+def _flat_layer(cfg: Config[Any] | None, source: str) -> Layer:
     values = (cfg if cfg is not None else _DEFAULTS).flat()
     return {key: Raw(value, source, False) for key, value in values.items()}
 
@@ -426,7 +408,40 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _mapping_layer(data: Any, source: str, problems: list[str]) -> Layer:
+def _flatten_into(layer: Layer, prefix: str, body: Mapping[str, Any], source: str,
+                  lines: Mapping[str, int], depth: int = 0) -> None:
+    for name, value in body.items():
+        key = f"{prefix}.{name}"
+        if isinstance(value, Mapping) and value and depth < 16:
+            _flatten_into(layer, key, value, source, lines, depth + 1)
+        else:
+            line = lines.get(key)
+            layer[key] = Raw(value, f"{source}:{line}" if line else source, False)
+
+
+_TOML_TABLE = re.compile(r"\s*\[\s*([A-Za-z0-9_.\- ]+?)\s*\]\s*(#.*)?$")
+_TOML_KEY = re.compile(r"\s*([A-Za-z0-9_\-]+(?:\s*\.\s*[A-Za-z0-9_\-]+)*)\s*=")
+
+
+def toml_key_lines(text: str) -> dict[str, int]:
+    """Line numbers of ``key = value`` lines by dotted key (tables and dotted keys; no inline
+    tables): where known, a problem's source says ``file:<path>:<line>``."""
+    out: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        header = _TOML_TABLE.match(line)
+        if header:
+            table = header.group(1).replace(" ", "")
+            continue
+        key = _TOML_KEY.match(line)
+        if key:
+            name = key.group(1).replace(" ", "")
+            out.setdefault(f"{table}.{name}" if table else name, number)
+    return out
+
+
+def _mapping_layer(data: Any, source: str, problems: list[str],
+                   lines: Mapping[str, int] | None = None) -> Layer:
     """Flatten a parsed file (nested mapping) into a layer; unknown keys become problems."""
     layer: Layer = {}
     if not isinstance(data, Mapping):
@@ -434,6 +449,9 @@ def _mapping_layer(data: Any, source: str, problems: list[str]) -> Layer:
                                       "a table of sections such as [bus]"))
         return layer
     for section, body in data.items():
+        if section == APP and isinstance(body, Mapping):
+            _flatten_into(layer, APP, body, source, lines or {})
+            continue
         if section not in _SECTIONS:
             problems.append(_problem(
                 str(section), body, source, "unknown section" + _suggest(str(section), _SECTIONS),
@@ -451,7 +469,8 @@ def _mapping_layer(data: Any, source: str, problems: list[str]) -> Layer:
                     key, value, source, "unknown key" + _suggest(str(name), known),
                     f"one of {', '.join(known)} in [{section}]"))
                 continue
-            layer[key] = Raw(value, source, False)
+            line = (lines or {}).get(key)
+            layer[key] = Raw(value, f"{source}:{line}" if line else source, False)
     return layer
 
 
@@ -531,13 +550,14 @@ def read_file(path: Path, problems: list[str], *, refuse_empty: bool = False,
             f"{EMPTY_FILE_REASON}",
             "a complete config file"))
         return {}
-    def parse() -> Any:
+    def parse() -> tuple[Any, dict[str, int] | None]:  # the document and its key lines
         text = raw.decode("utf-8")
-        return (json.loads(text, object_pairs_hook=_JsonTable) if suffix == ".json"
-                else tomllib.loads(text))
+        if suffix == ".json":
+            return json.loads(text, object_pairs_hook=_JsonTable), None
+        return tomllib.loads(text), toml_key_lines(text)
 
     try:
-        data = parse() if cache is None else cache.parse(suffix, raw, parse)
+        data, lines = parse() if cache is None else cache.parse(suffix, raw, parse)
     except UnicodeDecodeError as exc:
         problems.append(_file_problem(source, f"not UTF-8 text (byte {exc.start})",
                                       "a UTF-8 encoded file"))
@@ -551,7 +571,7 @@ def read_file(path: Path, problems: list[str], *, refuse_empty: bool = False,
     before = len(problems)
     if suffix == ".json":
         problems.extend(_json_duplicates(data, source))
-    layer = _mapping_layer(data, source, problems)
+    layer = _mapping_layer(data, source, problems, lines)
     if refuse_empty and not layer and len(problems) == before:
         problems.append(_file_problem(
             source, f"no settings (only comments or empty tables); {EMPTY_FILE_REASON}",
@@ -600,6 +620,10 @@ def env_layer(env: Mapping[str, str], problems: list[str]) -> Layer:
     for name in sorted(env):
         if not name.startswith("RONK_"):
             continue
+        if name.startswith(APP_ENV_PREFIX) and len(name) > len(APP_ENV_PREFIX):
+            path = name[len(APP_ENV_PREFIX):].lower().split("__")
+            layer[".".join((APP, *path))] = Raw(env[name], f"env:{name}", True)
+            continue
         fld = _BY_ENV.get(name)
         if fld is None:
             problems.append(_problem(
@@ -628,6 +652,26 @@ def cli_layer(argv: Sequence[str], problems: list[str]) -> tuple[Layer, str | No
                                      "--flag value pairs such as --bus-capacity 8"))
             continue
         flag, eq, value = token.partition("=")
+        if flag == SET_FLAG:
+            if not eq:
+                if i >= len(args):
+                    problems.append(_problem(SET_FLAG, None, f"cli:{SET_FLAG}", "missing value",
+                                             "KEY=VALUE such as app.port=9000"))
+                    continue
+                value = str(args[i])
+                i += 1
+            key, has_eq, setting = value.partition("=")
+            key = key.strip()
+            if not has_eq or not key:
+                problems.append(_problem(SET_FLAG, value, f"cli:{SET_FLAG}",
+                                         "not KEY=VALUE", "KEY=VALUE such as app.port=9000"))
+            elif key in FIELDS or key.startswith(APP + "."):
+                layer[key] = Raw(setting, f"cli:{SET_FLAG} {key}", True)
+            else:
+                problems.append(_problem(key, setting, f"cli:{SET_FLAG}",
+                                         "unknown key" + _suggest(key, FIELDS),
+                                         "a dotted config key such as bus.capacity or app.*"))
+            continue
         if flag != CONFIG_FLAG and flag not in _BY_FLAG:
             problems.append(_problem(flag, value if eq else None, f"cli:{flag}",
                                      "unknown flag" + _suggest(flag, KNOWN_FLAGS),
@@ -765,9 +809,10 @@ def merge(layers: Iterable[Layer]) -> Layer:
 
 
 def _build(layers: Sequence[Layer], problems: list[str], *,
-           version: int = 1) -> tuple[Config, Layer]:
+           version: int = 1, app: type[Any] | None = None) -> tuple[Config[Any], Layer]:
     """Merge, coerce, check cross-field rules; return the config or raise every problem."""
     merged = merge(layers)
+    app_instance = _build_app(app, merged, problems)
     typed: dict[str, Any] = {}
     for key, fld in FIELDS.items():
         raw = merged[key]
@@ -784,9 +829,29 @@ def _build(layers: Sequence[Layer], problems: list[str], *,
     for key, value in typed.items():
         section, name = key.split(".")
         sections[section][name] = value
-    config = Config(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()},
-                    version=version)
+    config: Config[Any] = Config(
+        **{name: cls(**sections[name]) for name, cls in _SECTIONS.items()},
+        version=version, app=app_instance)
     return config, merged
+
+
+def _build_app(app: type[Any] | None, merged: Layer, problems: list[str]) -> Any:
+    """Validate the ``app.*`` keys with the app model; every problem names key and source."""
+    prefix = APP + "."
+    raw = {key[len(prefix):]: r for key, r in merged.items() if key.startswith(prefix)}
+    if app is None:
+        for key, r in raw.items():
+            problems.append(_problem(
+                prefix + key, r.value, r.source, "no app config model is declared",
+                "Kernel(app_config=YourModel) or Config.load(..., app=YourModel)"))
+        return None
+    instance, app_problems = validate_app(app, {key: r.value for key, r in raw.items()})
+    for problem in app_problems:
+        found = raw.get(problem.key)
+        source = found.source if found is not None else "no layer sets it"
+        problems.append(_problem(prefix + problem.key, problem.value, source, problem.reason,
+                                 problem.expected))
+    return instance
 
 
 def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
@@ -820,7 +885,7 @@ def _exists(path: Path) -> bool:
 class Resolved(NamedTuple):
     """The outcome of a full resolution: the config, every value's source, and the file used."""
 
-    config: Config
+    config: Config[Any]
     sources: dict[str, str]
     file: Path
     file_used: bool
@@ -831,7 +896,7 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
             env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None,
             file: Path | None = None, require_file: bool | None = None,
             refuse_empty: bool = False, cache: ParseCache | None = None,
-            version: int = 1) -> Resolved:
+            version: int = 1, app: type[Any] | None = None) -> Resolved:
     """Run the whole pipeline; ``file``/``require_file`` pin the file (used by ``ConfigCell``).
 
     ``refuse_empty``: a file without any setting is a problem; ``cache``: reuse the last parse
@@ -859,9 +924,12 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
         _log.info("config_defaults_applied", path=show_path(chosen),
                   reason="no config file; using built-in defaults")
     layers = [_default_layer(), file_layer, env_layer(env, problems), cli]
-    config, merged = _build(layers, problems, version=version)
-    return Resolved(config, {k: merged[k].source for k in FIELDS}, chosen, used,
-                    len(file_layer))
+    config, merged = _build(layers, problems, version=version, app=app)
+    sources = {k: merged[k].source for k in FIELDS}
+    for key in config.flat():
+        if key.startswith(APP + "."):
+            sources[key] = merged[key].source if key in merged else "default"
+    return Resolved(config, sources, chosen, used, len(file_layer))
 
 
 def file_has_settings(path: Path, cache: ParseCache | None = None) -> bool:
@@ -886,12 +954,12 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, str]]
     return out
 
 
-def with_version(config: Config, version: int) -> Config:
+def with_version(config: Config[M], version: int) -> Config[M]:
     """A copy of ``config`` with another version number."""
     return dataclasses.replace(config, version=version)
 
 
-def to_toml(config: Config) -> str:
+def to_toml(config: Config[Any]) -> str:
     """Render ``config`` as a TOML file that loads back to an equal config (version aside)."""
     lines = []
     for section in _SECTIONS:
@@ -913,6 +981,6 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-_DEFAULTS = Config()
-Callback = Callable[[Config, Config], None]
+_DEFAULTS: Config[None] = Config()
+Callback = Callable[[Config[Any], Config[Any]], None]
 

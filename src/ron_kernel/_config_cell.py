@@ -7,19 +7,21 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple
 
 from . import _config
 from ._config import (
     CONFIG_FLAG,
     FIELDS,
+    SET_FLAG,
     AmnesiaConfig,
     BusConfig,
     Config,
     LogConfig,
+    M,
     ObservabilityConfig,
     PqConfig,
     ShutdownConfig,
@@ -61,7 +63,7 @@ __all__ = [
 
 _log = get_logger("config")
 
-ConfigCallback = Callable[[Config, Config], None]
+ConfigCallback = Callable[[Config[Any], Config[Any]], None]
 
 
 # ----------------------------------------------------------------------------- CLI integration
@@ -80,6 +82,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration (highest precedence; see docs/CONFIG.md)")
     group.add_argument(CONFIG_FLAG, metavar="PATH", default=None,
                        help="config file (.toml or .json); default ./Config.toml or $RON_CONFIG")
+    group.add_argument(SET_FLAG, metavar="KEY=VALUE", action="append", default=None,
+                       help="set any key, kernel or app (app.db.pool_size=8); repeatable, "
+                            "highest precedence")
     for fld in FIELDS.values():
         metavar = {"duration": "DUR", "int": "N", "addr": "HOST:PORT"}.get(fld.kind, "VALUE")
         if fld.choices:
@@ -101,6 +106,8 @@ def config_argv(namespace: argparse.Namespace) -> list[str]:
         value = getattr(namespace, _dest(flag), None)
         if value is not None:
             out += [flag, str(value)]
+    for setting in getattr(namespace, _dest(SET_FLAG), None) or ():
+        out += [SET_FLAG, str(setting)]
     return out
 
 
@@ -114,16 +121,18 @@ class ExplainedValue(NamedTuple):
 
 def explain(path: str | os.PathLike[str] | None = None, *,
             env: Mapping[str, str] | None = None,
-            argv: Sequence[str] | None = None) -> list[ExplainedValue]:
+            argv: Sequence[str] | None = None,
+            app: type[Any] | None = None) -> list[ExplainedValue]:
     """The effective config with the source of every value, for ``ron-kernel config check``.
 
-    Sources read ``default``, ``file:<path>``, ``env:RONK_X`` or ``cli:--flag``; secret values
-    are redacted. Raises :class:`~ron_kernel.errors.ConfigError` exactly as ``Config.load``.
+    Sources read ``default``, ``file:<path>[:<line>]``, ``env:RONK_X`` or ``cli:--flag``;
+    secret values are redacted. With ``app``, the app keys (``app.*``) follow the kernel's.
+    Raises :class:`~ron_kernel.errors.ConfigError` exactly as ``Config.load``.
     """
-    resolved = _config.resolve(path, env=env, argv=argv)
+    resolved = _config.resolve(path, env=env, argv=argv, app=app)
     flat = resolved.config.flat()
     return [ExplainedValue(key, _config.show(key, flat[key]), resolved.sources[key])
-            for key in FIELDS]
+            for key in flat]
 
 
 def reload_class(key: str) -> str:
@@ -210,7 +219,7 @@ class _Pending:
         return "+".join(self.triggers)
 
 
-class ConfigCell:
+class ConfigCell(Generic[M]):
     """Holds the current :class:`~ron_kernel.Config` and swaps it, whole, on a valid reload.
 
     A reload recomputes the effective config from the same sources the cell was given (file
@@ -234,10 +243,15 @@ class ConfigCell:
     ``get()`` never blocks; the swap holds no lock. The cell never writes to disk (amnesia).
     """
 
-    def __init__(self, config: Config, *, path: str | os.PathLike[str] | None = None,
+    def __init__(self, config: Config[M], *, path: str | os.PathLike[str] | None = None,
                  env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None,
-                 bus: Bus[Any] | None = None, metrics: Metrics | None = None) -> None:
-        self._current = config
+                 bus: Bus[Any] | None = None, metrics: Metrics | None = None,
+                 app: type[M] | None = None) -> None:
+        self._current: Config[M] = config
+        # reloads revalidate the app keys with the same model (default: the snapshot's own)
+        self._app: type[Any] | None = (
+            app if app is not None else type(config.app) if config.app is not None else None)
+        self._applied: asyncio.Future[None] | None = None
         self._path = path
         self._env = env
         self._argv = list(argv or ())
@@ -276,7 +290,7 @@ class ConfigCell:
 
     # ------------------------------------------------------------------ reading
 
-    def get(self) -> Config:
+    def get(self) -> Config[M]:
         """The current snapshot (one attribute read; never blocks)."""
         return self._current
 
@@ -331,6 +345,24 @@ class ConfigCell:
 
         return unsubscribe
 
+    async def changes(self) -> AsyncIterator[Config[M]]:
+        """Yield the snapshot after each applied reload, for as long as you iterate.
+
+        Reloads that land while the consumer is busy are coalesced: it gets the latest one.
+        ``async for cfg in cell.changes(): ...`` (children use ``ctx.config_changes()``).
+        """
+        loop = asyncio.get_running_loop()
+        seen = self._current.version
+        while True:
+            if self._current.version == seen:
+                if self._applied is None or self._applied.done():
+                    self._applied = loop.create_future()
+                await asyncio.shield(self._applied)
+            current = self._current
+            if current.version != seen:
+                seen = current.version
+                yield current
+
     # ------------------------------------------------------------------ reloading
 
     def reload(self, new: Config | None = None) -> bool:
@@ -348,7 +380,7 @@ class ConfigCell:
                          trigger="call") as span:
             resolved: _config.Resolved | None = None
             error: ConfigError | None = None
-            candidate: Config | None = None
+            candidate: Config[Any] | None = None
             try:
                 if new is None:
                     resolved = self._resolve(self._had_settings)
@@ -460,9 +492,10 @@ class ConfigCell:
         """Read, parse, merge and validate (blocking; runs in a worker thread when requested)."""
         return _config.resolve(self._path, env=self._environ(), argv=self._argv,
                                file=self._file, require_file=self._file_required,
-                               refuse_empty=refuse_empty, cache=self._parse_cache)
+                               refuse_empty=refuse_empty, cache=self._parse_cache,
+                               app=self._app)
 
-    def _finish(self, seq: int, candidate: Config | None, resolved: _config.Resolved | None,
+    def _finish(self, seq: int, candidate: Config[Any] | None, resolved: _config.Resolved | None,
                 error: ConfigError | None, started: float, trigger: str, requests: int) -> str:
         """The swap (or the rejection), on the loop: nothing here reads a file or awaits."""
         self._finished_seq = seq
@@ -488,6 +521,9 @@ class ConfigCell:
         applied = _config.with_version(candidate, old.version + 1)
         self._current = applied
         self._count("applied", started)
+        waiting, self._applied = self._applied, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
         if self._counters is not None:
             self._counters.config_version.set(value=applied.version)
         if self._metrics is not None and applied.amnesia.enabled != old.amnesia.enabled:

@@ -182,7 +182,18 @@ class KernelCounters:
             "pq_posture_missing_total", "Ready services that never reported a PQ posture.")
         self.supervisor_quarantined = g(
             "supervisor_quarantined", "1 while a supervised child is quarantined.", ("service",))
+        self.supervisor_quarantine_probes_total = c(
+            "supervisor_quarantine_probes_total",
+            "Probe starts of quarantined children after their cool-down, by outcome.",
+            ("service", "outcome"))
         self.config_version = g("config_version", "Version of the applied config snapshot.")
+        self.events_unencodable_total = c(
+            "events_unencodable_total",
+            "Objects on the kernel bus that /events could not encode (skipped, not fatal).")
+        self.observer_errors_total = c(
+            "observer_errors_total",
+            "Reports (log line, event, readiness) that failed and were dropped; supervision "
+            "went on.", ("observer",), preset=[("log",), ("bus",), ("health",)])
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from ._text import printable_value
+
 _SEALED = False
 
 
@@ -57,7 +59,10 @@ class KernelEvent:
         payload: dict[str, Any] = {"type": type(self).__name__}
         for name, _ in self._FIELDS:  # type: ignore[attr-defined]
             payload[name] = getattr(self, name)
-        return orjson.dumps(payload).decode()
+        try:
+            return orjson.dumps(payload).decode()
+        except orjson.JSONEncodeError:  # text UTF-8 cannot carry (lone surrogates): escape it
+            return orjson.dumps(printable_value(payload)).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes) -> KernelEvent:

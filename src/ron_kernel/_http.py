@@ -102,6 +102,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The route decides first: an unknown path is 404 and a method the route does not take is
     # 405 (with Allow), whatever the request carries. Only a matched route may refuse a body.
     failure = request.match_info.http_exception
+    if request.method == "CONNECT":  # no route tunnels; its authority-form target is no path
+        return _not_allowed(request, {"GET", "HEAD"})
     if isinstance(failure, web.HTTPMethodNotAllowed):
         return _not_allowed(request, failure.allowed_methods)
     if failure is not None:

@@ -8,27 +8,29 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, cast
 
+from ._app_config import check_model as check_app_model
 from ._bus import Bus
-from ._config import Config
+from ._config import Config, M
 from ._config_cell import ConfigCell
 from ._events import KernelEvent
+from ._exitcodes import EXIT_INTERRUPTED
 from ._health import HealthState
 from ._kernel_http import events_handler, status_handler
-from ._logging import configure_from_config, get_logger
+from ._logging import configure_from_config, get_logger, loop_exception_handler
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor import Supervisor
-from ._supervisor_child import ChildFn
+from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
 
-EXIT_SECOND_SIGNAL = 130
-"""Exit status when a second Ctrl-C/SIGTERM arrives while the kernel drains."""
+EXIT_SECOND_SIGNAL = EXIT_INTERRUPTED
+"""Exit status when a second Ctrl-C/SIGTERM arrives while the kernel drains (130)."""
 
 STREAM_FLUSH_GRACE = 1.0
 """Seconds ``/events`` clients get to receive the last events once the bus is closed."""
@@ -36,7 +38,7 @@ STREAM_FLUSH_GRACE = 1.0
 _log = get_logger("kernel")
 
 
-class Kernel:
+class Kernel(Generic[M]):
     """The composition of every kernel part, from one validated :class:`~ron_kernel.Config`.
 
     It owns a :class:`~ron_kernel.config.ConfigCell` (reload on SIGHUP, file change or call),
@@ -60,19 +62,23 @@ class Kernel:
     """Readiness (``metrics.health``)."""
     supervisor: Supervisor
     """The root supervisor (``release``, ``snapshot``, ``add``)."""
-    config_cell: ConfigCell
+    config_cell: ConfigCell[M]
     """The current config and its reload triggers."""
     http_addr: tuple[str, int] | None
     """``(host, port)`` actually bound, once the HTTP server is up."""
 
-    def __init__(self, config: Config | None = None, *,
+    def __init__(self, config: Config[M] | None = None, *,
+                 app_config: type[M] | None = None,
                  path: str | os.PathLike[str] | None = None,
                  env: Mapping[str, str] | None = None,
                  argv: Sequence[str] | None = None,
                  watch_config: bool = True,
                  handle_sighup: bool = True) -> None:
+        if app_config is not None:
+            check_app_model(app_config)
         if config is None:
-            config = Config.load(path, env=env, argv=argv)
+            loaded: Config[Any] = Config.load(path, env=env, argv=argv, app=app_config)
+            config = cast("Config[M]", loaded)
         else:
             config.validate()
         health = HealthState(amnesia=config.amnesia.enabled, pq_mode=config.pq.mode,
@@ -82,11 +88,12 @@ class Kernel:
         self.health = health
         self.bus: Bus[KernelEvent] = Bus(config.bus.capacity, metrics=self.metrics)
         self.config_cell = ConfigCell(config, path=path, env=env, argv=argv, bus=self.bus,
-                                      metrics=self.metrics)
+                                      metrics=self.metrics, app=app_config)
         # Children read ctx.config through the cell, so they see every applied reload.
         self.supervisor = Supervisor.from_config(
             config, bus=self.bus, metrics=self.metrics, health=health,
-            config=self.config_cell.get)
+            config=self.config_cell.get, config_changes=self.config_cell.changes,
+            request_shutdown=self.request_shutdown)
         self.http_addr: tuple[str, int] | None = None
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
@@ -102,7 +109,7 @@ class Kernel:
     # ------------------------------------------------------------------ composition
 
     @property
-    def config(self) -> Config:
+    def config(self) -> Config[M]:
         """The current config snapshot (changes on every applied reload)."""
         return self.config_cell.get()
 
@@ -111,10 +118,29 @@ class Kernel:
         """``new``, ``running``, ``draining`` or ``stopped``."""
         return self._state
 
-    def supervise(self, name: str, fn: ChildFn | Supervisor, *,
-                  restart: RestartType = "permanent", **options: Any) -> None:
-        """Add a child to the root supervisor (see :meth:`Supervisor.add`)."""
-        self.supervisor.add(name, fn, restart=restart, **options)
+    def supervise(self, name: str,
+                  fn: Callable[[ChildContext[Config[M]]], Awaitable[None]] | Supervisor, *,
+                  restart: RestartType = "permanent", depends_on: Iterable[str] = (),
+                  **options: Any) -> None:
+        """Add a child to the root supervisor (see :meth:`Supervisor.add`).
+
+        ``fn`` receives a ``ChildContext[Config[M]]``: ``ctx.config.app`` is your app config.
+        ``depends_on`` names siblings that must report ready before this child starts.
+        """
+        self.supervisor.add(name, fn, restart=restart, depends_on=depends_on, **options)
+
+    def request_shutdown(self, reason: str = "") -> None:
+        """Ask the kernel to drain and stop; returns at once (safe from a child, sync).
+
+        ``run()`` returns after the drain. Calling it again, or after shutdown began, does
+        nothing more.
+        """
+        if self._shutdown_task is not None:
+            return
+        _log.info("shutdown_requested", reason=reason or "requested")
+        self._stop_requested.set()
+        if self._state != "new":
+            self._shutdown_task = asyncio.ensure_future(self._shutdown(None))
 
     def urls(self) -> dict[str, str]:
         """The observability URLs (empty until the HTTP server is up)."""
@@ -155,6 +181,8 @@ class Kernel:
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines
+        asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         self.health.satisfy("config")
         self.health.attach_bus(self.bus)
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
@@ -168,7 +196,8 @@ class Kernel:
             await self.supervisor.start()
             if cfg.observability.expose_http:
                 routes = [("GET", "/status", status_handler(self.status)),
-                          ("GET", "/events", events_handler(self.bus, self._streams))]
+                          ("GET", "/events", events_handler(self.bus, self._streams,
+                                                             self.metrics.counters))]
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
@@ -214,8 +243,13 @@ class Kernel:
         (every subscriber receives it), the supervisor drains within ``deadline`` (default
         ``shutdown.drain_deadline``) plus its short abandon grace, reload triggers stop, the bus
         closes (``/events`` streams send what is left and end), and the HTTP server stops last.
-        Always returns; idempotent and safe to call concurrently.
+        Always returns; idempotent and safe to call concurrently. Called from a supervised
+        child (or a task it started) it cannot wait for the drain that waits for that child:
+        it requests the shutdown (:meth:`request_shutdown`) and returns at once.
         """
+        if current_child() is not None:
+            self.request_shutdown(f"shutdown() called from child {current_child()!r}")
+            return
         if self._shutdown_task is None:
             self._stop_requested.set()
             self._shutdown_task = asyncio.ensure_future(self._shutdown(deadline))
@@ -251,13 +285,15 @@ class Kernel:
         _log.info("shutdown_complete",
                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
-    async def __aenter__(self) -> Kernel:
+    async def __aenter__(self) -> Kernel[M]:
         await self.start()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.shutdown()
+        # An error in the body (a bad child, a TypeError while building) surfaces at once:
+        # the children get no drain time to wait out.
+        await self.shutdown(0.0 if exc is not None else None)
 
     # ------------------------------------------------------------------ reload
 
@@ -275,7 +311,8 @@ class Kernel:
             self.supervisor.reconfigure(
                 min_backoff=sup.min_backoff, max_backoff=sup.max_backoff,
                 restart_cap=sup.restart_cap, restart_window=sup.restart_window,
-                reset_after=sup.reset_after, drain_deadline=new.shutdown.drain_deadline)
+                reset_after=sup.reset_after, drain_deadline=new.shutdown.drain_deadline,
+                quarantine_cooldown=sup.quarantine_cooldown)
 
 
 def _exit_now(sig: signal.Signals) -> None:

@@ -10,32 +10,57 @@ import orjson
 from aiohttp import web
 
 from ._bus import Bus
+from ._counters import KernelCounters
 from ._errors import Closed, Lagged
 from ._events import KernelEvent
+from ._text import printable, printable_value
 
 # Each /events client gets its own receiver on the kernel bus: a slow client only lags itself.
 EVENTS_CONTENT_TYPE = "application/x-ndjson"
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON of ``value``; text that UTF-8 cannot carry is escaped, never a failure."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(printable_value(value), option=orjson.OPT_NON_STR_KEYS,
+                            default=lambda v: printable(str(v)))
 
 
 def status_handler(status: Callable[[], Mapping[str, Any]]) -> Callable[[web.Request], Any]:
     """Return a handler answering ``GET /status`` with ``status()`` as JSON."""
 
     async def handle(request: web.Request) -> web.Response:
-        body = orjson.dumps(status(), option=orjson.OPT_NON_STR_KEYS, default=str)
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=encode_json(status()), content_type="application/json")
 
     return handle
 
 
+def _encode_batch(batch: list[Any], counters: KernelCounters | None) -> bytes:
+    """NDJSON of a batch; what is not a KernelEvent is skipped and counted, never fatal."""
+    lines = []
+    for event in batch:
+        try:
+            lines.append(event.to_json().encode() + b"\n")
+        except Exception:
+            if counters is not None:
+                counters.events_unencodable_total.inc()
+    return b"".join(lines)
+
+
 def events_handler(bus: Bus[KernelEvent],
-                   streams: set[asyncio.Task[Any]] | None = None) -> Callable[[web.Request], Any]:
+                   streams: set[asyncio.Task[Any]] | None = None,
+                   counters: KernelCounters | None = None) -> Callable[[web.Request], Any]:
     """Return a handler streaming every KernelEvent on ``bus`` as newline-delimited JSON.
 
     Lines have the flat INTEROP §2.2 shape (``{"type":"Health","service":...,"ok":true}``).
     When the client falls behind by more than the bus capacity it gets one line
     ``{"type":"Lagged","missed":N}`` and continues from the oldest retained event. The stream
     ends after the bus is closed and everything was sent. The task serving each stream is kept
-    in ``streams`` while it runs, so the kernel can wait for the streams to finish.
+    in ``streams`` while it runs, so the kernel can wait for the streams to finish. A published
+    object that is not a ``KernelEvent`` is skipped (``events_unencodable_total``); the client
+    stays connected.
     """
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -59,8 +84,9 @@ def events_handler(bus: Bus[KernelEvent],
                         continue
                     except Closed:
                         break
-                    await resp.write(
-                        b"".join(ev.to_json().encode() + b"\n" for ev in batch))
+                    body = _encode_batch(batch, counters)
+                    if body:
+                        await resp.write(body)
             await resp.write_eof()
         except ConnectionError:
             pass  # the client went away; its receiver is closed by the with-block

@@ -25,9 +25,11 @@ and counts it (:func:`dropped_lines`). The supervisor's restart decisions never 
 from __future__ import annotations
 
 import contextvars
+import logging as stdlib_logging
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping
+import warnings
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -36,6 +38,7 @@ import orjson
 import structlog
 
 from ._redact import REDACTED, is_secret_name, redact_value
+from ._text import cap, printable, printable_value
 
 LEVELS: dict[str, int] = {
     "trace": 10,  # Python has no TRACE: it maps to debug
@@ -158,35 +161,30 @@ def _orjson_dumps(obj: Any, **_: Any) -> str:
         return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except (orjson.JSONEncodeError, TypeError):
         # e.g. a file name decoded with surrogate escapes: escape what UTF-8 cannot carry
-        return orjson.dumps(_printable(obj), default=_printable_default,
+        return orjson.dumps(printable_value(obj), default=_printable_default,
                             option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _escape(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _printable_default(value: Any) -> str:
-    return _escape(str(value))
+    return printable(str(value))
 
 
-def _printable(value: Any, depth: int = 0) -> Any:
-    """``value`` with every string made encodable (lone surrogates escaped)."""
-    if isinstance(value, str):
-        return _escape(value)
-    if depth > 16:
-        return _escape(repr(value))
-    if isinstance(value, Mapping):
-        return {_escape(str(k)): _printable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_printable(v, depth + 1) for v in value]
-    return value
+MAX_EXCEPTION_CHARS = 16_384
+"""The longest traceback text a log line carries (its start and end are kept)."""
+
+
+def _cap_exception(logger: Any, method: str, event: MutableMapping[str, Any]
+                   ) -> MutableMapping[str, Any]:
+    text = event.get("exception")
+    if isinstance(text, str) and len(text) > MAX_EXCEPTION_CHARS:
+        event["exception"] = cap(text, MAX_EXCEPTION_CHARS)
+    return event
 
 
 def _build_processors(fmt: str, stream: TextIO | None) -> list[Any]:
     common: list[Any] = [_drop_below_level, _standard_fields, redact]
     if fmt == "json":
-        return [*common, structlog.processors.format_exc_info,
+        return [*common, structlog.processors.format_exc_info, _cap_exception,
                 structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
     target = stream if stream is not None else sys.stderr
     colors = bool(getattr(target, "isatty", lambda: False)())
@@ -212,7 +210,7 @@ class _StreamLogger:
             try:
                 stream.write(message + "\n")
             except UnicodeEncodeError:
-                stream.write(_escape(message).encode("ascii", "backslashreplace").decode() + "\n")
+                stream.write(printable(message).encode("ascii", "backslashreplace").decode() + "\n")
             stream.flush()
         except Exception:
             _settings.dropped += 1
@@ -300,3 +298,60 @@ def get_logger(component: str) -> Any:
     fields first. Safe to call before :func:`configure_logging`.
     """
     return structlog.BoundLogger(_stream_logger, _processors, {"component": component})
+
+
+# ---------------------------------------------------------------------------- other writers
+
+
+def loop_exception_handler(loop: Any, context: dict[str, Any]) -> None:
+    """An asyncio exception handler that writes one JSON line instead of a stderr traceback.
+
+    "Task was destroyed but it is pending", "Task exception was never retrieved", a failing
+    callback: all become ``asyncio_error`` lines (the kernel installs it on its loop).
+    """
+    task = context.get("task") or context.get("future")
+    get_logger("asyncio").error(
+        "asyncio_error", reason=str(context.get("message", "")),
+        task=printable(repr(task))[:300] if task is not None else None,
+        exc_info=context.get("exception"))
+
+
+class _StdlibHandler(stdlib_logging.Handler):
+    """Routes stdlib ``logging`` records (aiohttp, asyncio, libraries) into the JSON stream."""
+
+    def emit(self, record: stdlib_logging.LogRecord) -> None:
+        method = ("error" if record.levelno >= 40 else "warning" if record.levelno >= 30
+                  else "info" if record.levelno >= 20 else "debug")
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        getattr(get_logger(record.name), method)(
+            "stdlib_log", reason=message, logger=record.name, exc_info=record.exc_info)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    get_logger("warnings").warning("python_warning", reason=str(message),
+                                   category=category.__name__, at=f"{filename}:{lineno}")
+
+
+def _unraisable(unraisable: Any) -> None:
+    get_logger("python").error("unraisable_exception", reason=str(unraisable.err_msg or ""),
+                               obj=printable(repr(unraisable.object))[:300],
+                               exc_info=unraisable.exc_value)
+
+
+def route_process_output() -> None:
+    """Send stdlib logging, warnings and unraisable exceptions through the JSON pipeline.
+
+    For a process the kernel owns (``ron-kernel run``): every line on stderr is then one JSON
+    object (or one text line), including what asyncio prints about abandoned coroutines.
+    """
+    root = stdlib_logging.getLogger()
+    if not any(isinstance(h, _StdlibHandler) for h in root.handlers):
+        root.addHandler(_StdlibHandler())
+    if root.level > stdlib_logging.WARNING or root.level == stdlib_logging.NOTSET:
+        root.setLevel(stdlib_logging.WARNING)
+    warnings.showwarning = _show_warning
+    sys.unraisablehook = _unraisable

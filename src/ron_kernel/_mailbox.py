@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -110,8 +111,7 @@ class Mailbox(Generic[T]):
         Raises ``Timeout`` when no room appeared in time (counted in ``io_timeouts_total``),
         ``Closed`` when the mailbox is closed. Cancel-safe: a cancelled send enqueues nothing.
         """
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
+        _check_timeout(timeout, "send timeout", allow_zero=True)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
@@ -172,14 +172,15 @@ class Mailbox(Generic[T]):
                 if not fut.done():
                     fut.cancel()
 
-    async def request(self, msg: Any, timeout: float) -> Any:  # noqa: ASYNC109 (API.md)
+    async def request(self, msg: Any, timeout: float | None) -> Any:  # noqa: ASYNC109 (API.md)
         """Send ``msg`` wrapped in a :class:`Request` and wait for its reply within ``timeout``.
 
-        The send itself is ``try_send`` (a full mailbox raises ``Busy`` at once). Raises
-        ``Timeout`` when no reply came in time (a late reply is then counted as dropped).
+        ``timeout`` is seconds (> 0, finite) or ``None`` for no limit. The send itself is
+        ``try_send`` (a full mailbox raises ``Busy`` at once). Raises ``Timeout`` when no reply
+        came in time (a late reply is then counted as dropped); ``ValueError`` for a timeout
+        that is zero, negative, NaN or infinite.
         """
-        if timeout <= 0:
-            raise ValueError(f"request timeout must be > 0, got {timeout}")
+        _check_timeout(timeout, "request timeout", allow_zero=False)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.try_send(Request(msg, fut, self))  # type: ignore[arg-type]
         try:
@@ -224,3 +225,15 @@ def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
         if not fut.done():
             fut.set_result(None)
             return
+
+
+def _check_timeout(timeout: float | None, what: str, *, allow_zero: bool) -> None:
+    """Seconds as a finite number (``>= 0`` or ``> 0``), or ``None``; else ``ValueError``."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ValueError(f"{what} must be seconds as a number or None, got {timeout!r}")
+    if math.isnan(timeout) or math.isinf(timeout) or timeout < 0 or (timeout == 0
+                                                                    and not allow_zero):
+        low = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{what} must be finite and {low} (or None), got {timeout!r}")

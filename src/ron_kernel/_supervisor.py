@@ -7,7 +7,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,21 +15,27 @@ from ._events import KernelEvent
 from ._logging import get_logger
 from ._supervisor_child import (
     ChildContext,
+    ChildExit,
     ChildFn,
     ChildInfo,
     ChildRecord,
     Pending,
     crash_reason,
-    is_async_callable,
+    is_fatal,
+    run_child,
     trimmed_traceback,
 )
 from ._supervisor_policy import (
+    DEFAULT_RESET_AFTER,
+    MAX_QUARANTINE_COOLDOWN,
     RESTART_TYPES,
     STRATEGIES,
     RestartType,
     RestartWindow,
     Strategy,
     backoff_delay,
+    dependency_cycle,
+    dependency_ranks,
     to_seconds,
 )
 from ._tracing import kernel_span
@@ -73,12 +79,19 @@ class Supervisor:
         restart_cap, restart_window: more than ``restart_cap`` restarts inside the sliding
             ``restart_window`` quarantine the child.
         reset_after: uptime after which a child's backoff attempt counter starts again at 0
-            (default: ``restart_window``).
+            (default: 30 s, the same default as config ``supervisor.reset_after``).
         rng: random source of the jitter; clock: time source of windows and uptimes
             (default: the running loop's ``time``). Both are for deterministic tests.
         config: the config snapshot children see as ``ctx.config``, or a zero-argument callable
             returning the current one (so reloads are seen on the next read).
         drain_deadline: default deadline of :meth:`shutdown` (5 s).
+        config_changes: a zero-argument callable returning an async iterator of applied
+            configs (``ConfigCell.changes``): what ``ctx.config_changes()`` iterates.
+        request_shutdown: what ``ctx.request_shutdown(reason)`` calls (the kernel's
+            ``request_shutdown``); by default the supervisor shuts itself down.
+        quarantine_cooldown: after this long a quarantined child gets one probe start; it
+            leaves quarantine if it stays up ``reset_after``, or goes back with the cool-down
+            doubled (at most 1 h). ``0`` (default) keeps quarantine until :meth:`release`.
 
     Bad values raise ``ValueError``/``TypeError`` here, never at crash time.
     """
@@ -98,6 +111,9 @@ class Supervisor:
         reset_after: timedelta | float | None = None, rng: random.Random | None = None,
         clock: Callable[[], float] | None = None, config: Any = None,
         drain_deadline: timedelta | float = _DEFAULT_DEADLINE,
+        config_changes: Callable[[], AsyncIterator[Any]] | None = None,
+        request_shutdown: Callable[[str], None] | None = None,
+        quarantine_cooldown: timedelta | float = 0.0,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"supervisor name must be a non-empty str, got {name!r}")
@@ -117,9 +133,11 @@ class Supervisor:
                 f"({self._max_backoff}s)")
         self._restart_cap = restart_cap
         self._restart_window = to_seconds(restart_window, "restart_window")
-        self._reset_after = (self._restart_window if reset_after is None
+        self._reset_after = (DEFAULT_RESET_AFTER if reset_after is None
                              else to_seconds(reset_after, "reset_after", allow_inf=True))
         self._drain_deadline = to_seconds(drain_deadline, "drain_deadline")
+        self._cooldown = min(to_seconds(quarantine_cooldown, "quarantine_cooldown"),
+                             MAX_QUARANTINE_COOLDOWN)
         self._bus = bus
         self._counters = metrics.counters if metrics is not None else None
         self._health = health if health is not None or metrics is None else metrics.health
@@ -127,6 +145,8 @@ class Supervisor:
         self._clock = clock
         self._config_source: Callable[[], Any] | None = (
             config if callable(config) else (lambda: config) if config is not None else None)
+        self._config_changes = config_changes
+        self._request_shutdown = request_shutdown
         self._children: dict[str, ChildRecord] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -155,6 +175,7 @@ class Supervisor:
             "restart_cap": sup_cfg.restart_cap,
             "restart_window": sup_cfg.restart_window,
             "reset_after": getattr(sup_cfg, "reset_after", None),
+            "quarantine_cooldown": getattr(sup_cfg, "quarantine_cooldown", 0.0),
             "config": config,
         }
         drain = getattr(getattr(config, "shutdown", None), "drain_deadline", None)
@@ -168,7 +189,8 @@ class Supervisor:
                     restart_cap: int | None = None,
                     restart_window: timedelta | float | None = None,
                     reset_after: timedelta | float | None = None,
-                    drain_deadline: timedelta | float | None = None) -> None:
+                    drain_deadline: timedelta | float | None = None,
+                    quarantine_cooldown: timedelta | float | None = None) -> None:
         """Change the restart policy for future restarts (a config reload calls this).
 
         Running children are not touched (CONFIG.MD §5: ``supervisor.*`` is quasi-disruptive):
@@ -189,24 +211,33 @@ class Supervisor:
                  else to_seconds(reset_after, "reset_after", allow_inf=True))
         drain = (self._drain_deadline if drain_deadline is None
                  else to_seconds(drain_deadline, "drain_deadline"))
+        cooldown = (self._cooldown if quarantine_cooldown is None
+                    else min(to_seconds(quarantine_cooldown, "quarantine_cooldown"),
+                             MAX_QUARANTINE_COOLDOWN))
         self._min_backoff, self._max_backoff = lo, hi
         self._restart_cap, self._restart_window = cap, window
         self._reset_after, self._drain_deadline = reset, drain
+        self._cooldown = cooldown
         for child in self._children.values():
             child.window.cap = cap
             child.window.window = window
 
     def add(self, name: str, fn: ChildFn | Supervisor, *, restart: RestartType = "permanent",
             shutdown_timeout: timedelta | float = timedelta(seconds=5),
-            fatal: Iterable[type[BaseException]] | type[BaseException] = ()) -> None:
+            fatal: Iterable[type[BaseException]] | type[BaseException] = (),
+            depends_on: Iterable[str] = ()) -> None:
         """Add a child. ``fn`` is ``async (ChildContext) -> None`` or a :class:`Supervisor`.
 
         ``restart``: ``"permanent"`` (always restarted; returning counts as a crash with reason
         ``"exited"``), ``"transient"`` (restarted only after an exception) or ``"temporary"``
         (never restarted). ``shutdown_timeout``: how long it may drain before it is cancelled.
-        ``fatal``: exception types that quarantine at once. When the supervisor is already
-        started the child starts now. Raises ``ValueError`` (duplicate name, unknown restart
-        type, negative timeout) or ``TypeError`` (not an async callable, non-exception ``fatal``).
+        ``fatal``: exception types that quarantine at once. ``depends_on``: siblings that must
+        report ready (``ctx.ready()``) before this child starts; shutdown stops it before
+        them. When the supervisor is already started the child starts now (or once its
+        dependencies are ready). A dependency cycle is a ``ValueError`` naming it, here or at
+        :meth:`start`; so is an unknown name at :meth:`start`. Raises ``ValueError`` (duplicate
+        name, unknown restart type, negative timeout) or ``TypeError`` (not a callable,
+        non-exception ``fatal``).
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"child name must be a non-empty str, got {name!r}")
@@ -214,10 +245,11 @@ class Supervisor:
             raise ValueError(f"duplicate child name {name!r} in supervisor {self.name!r}")
         if fn is self:
             raise ValueError(f"supervisor {self.name!r} cannot supervise itself")
-        if not is_async_callable(fn):
+        if not callable(fn):
             raise TypeError(
-                f"child {name!r} must be an async callable taking a ChildContext "
-                f"(async def or a Supervisor), got {fn!r}")
+                f"child {name!r} must be a callable taking a ChildContext and returning an "
+                f"awaitable (async def, a lambda returning a coroutine, a Supervisor), "
+                f"got {fn!r}")
         if restart not in RESTART_TYPES:
             raise ValueError(
                 f"restart for child {name!r} must be one of {RESTART_TYPES}, got {restart!r}")
@@ -227,12 +259,36 @@ class Supervisor:
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
                 raise TypeError(
                     f"fatal for child {name!r} must hold exception types, got {kind!r}")
+        if isinstance(depends_on, str):
+            depends_on = (depends_on,)
+        deps = tuple(dict.fromkeys(depends_on))
+        for dep in deps:
+            if not isinstance(dep, str) or not dep:
+                raise ValueError(f"depends_on of child {name!r} must hold child names, "
+                                 f"got {dep!r}")
+        if name in deps:
+            raise ValueError(f"child {name!r} cannot depend on itself")
+        graph = {n: c.depends_on for n, c in self._children.items()} | {name: deps}
+        cycle = dependency_cycle(graph)
+        if cycle is not None:
+            raise ValueError(f"dependency cycle in supervisor {self.name!r}: "
+                             + " -> ".join(cycle))
+        if self._started and not self._closing:
+            self._check_known(name, deps)
         child = ChildRecord(
             name, fn, index=len(self._children), restart=restart, shutdown_timeout=timeout,
-            fatal=fatal_types, window=RestartWindow(self._restart_cap, self._restart_window))
+            fatal=fatal_types, window=RestartWindow(self._restart_cap, self._restart_window),
+            depends_on=deps)
         self._children[name] = child
         if self._started and not self._closing:
-            self._spawn(child)
+            self._spawn_when_ready(child)
+
+    def _check_known(self, name: str, deps: tuple[str, ...]) -> None:
+        unknown = [d for d in deps if d not in self._children and d != name]
+        if unknown:
+            raise ValueError(f"child {name!r} depends on unknown child(ren) "
+                             f"{', '.join(map(repr, unknown))} in supervisor {self.name!r} "
+                             f"(known: {', '.join(self._children) or 'none'})")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -242,11 +298,13 @@ class Supervisor:
             return
         if self._shutdown_task is not None:
             await asyncio.shield(self._shutdown_task)
+        for child in self._children.values():
+            self._check_known(child.name, child.depends_on)
         self._loop = asyncio.get_running_loop()
         self._started, self._closing, self._shutdown_task = True, False, None
         for child in self._children.values():
             if child.state != "quarantined" and not child.alive():
-                self._spawn(child)
+                self._spawn_when_ready(child)
 
     async def shutdown(self, deadline: timedelta | float | None = None) -> None:
         """Stop every child; always returns within ``deadline`` + :data:`ABANDON_GRACE`.
@@ -274,18 +332,23 @@ class Supervisor:
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.shutdown()
 
-    async def __call__(self, ctx: ChildContext) -> None:
+    async def __call__(self, ctx: ChildContext[Any]) -> None:
         """Run as a child of another supervisor: start, wait for ``ctx.shutdown``, drain.
 
         Unset ``bus`` and config are inherited from the parent's context. The children get
         what is left of the parent's drain time, minus the grace.
         """
+        # A nested supervisor inherits what its parent's children get.
         if self._bus is None:
-            self._bus = ctx.bus
+            self._bus = ctx._bus
         if self._config_source is None:
             self._config_source = ctx._config_source
         if self._health is None:
             self._health = ctx._health
+        if self._config_changes is None:
+            self._config_changes = ctx._changes
+        if self._request_shutdown is None:
+            self._request_shutdown = ctx._request_shutdown
         await self.start()
         ctx.ready()
         try:
@@ -294,6 +357,14 @@ class Supervisor:
             left = ctx.time_left()
             await self.shutdown(0.0 if left is None else max(0.0, left - 2 * ABANDON_GRACE))
 
+    def _shutdown_soon(self, reason: str) -> None:
+        """``ctx.request_shutdown`` without a kernel: this supervisor drains (not awaited)."""
+        _log.info("shutdown_requested", supervisor=self.name, reason=reason)
+        if self._shutdown_task is None and self._loop is not None:
+            self._closing = True
+            self._shutdown_task = self._loop.create_task(
+                self._shutdown(self._drain_deadline), name=f"supervisor:{self.name}:shutdown")
+
     def release(self, name: str) -> bool:
         """Take ``name`` out of quarantine and start it again with a clean restart record.
 
@@ -301,17 +372,22 @@ class Supervisor:
         ``KeyError`` for an unknown name.
         """
         child = self._child(name)
-        if child.state != "quarantined":
+        if child.state not in ("quarantined", "probing"):
             return False
+        self._cancel_probe(child)
+        if child.state == "probing" and child.alive():
+            self._leave_quarantine(child, "released")
+            return True
         child.window.clear()
         child.attempt = 0
+        child.cooldown = 0.0
         if self._counters is not None:
             self._counters.supervisor_quarantined.set(name, value=0.0)
         if self._health is not None:
             self._health.quarantine(name, False)
-        _log.info("service_released", service=name, supervisor=self.name)
+        _log.info("service_released", child=name, supervisor=self.name)
         if self._started and not self._closing:
-            self._spawn(child)
+            self._spawn_when_ready(child)
         else:
             child.state = "stopped"
         return True
@@ -342,6 +418,12 @@ class Supervisor:
                 "last_traceback": child.last_traceback,
                 "uptime": uptime if child.state == "running" else None,
                 "next_restart_at": pending.due + wall_offset if pending is not None else None,
+                "depends_on": list(child.depends_on),
+                "next_probe_at": (child.probe_at + wall_offset
+                                  if child.probe_at is not None else None),
+                "quarantine_cooldown": (child.cooldown if child.state in ("quarantined",
+                                                                          "probing")
+                                        and child.cooldown else None),
             }
         return out
 
@@ -368,15 +450,22 @@ class Supervisor:
         assert loop is not None
         health = self._health
 
-        def on_ready() -> None:
+        def on_ready(ok: bool) -> None:
             child.reports_ready = True
+            child.is_ready = ok
+            if ok:
+                self._start_waiting()
 
-        ctx = ChildContext(child.name, bus=self._bus, config_source=self._config_source,
-                           health=health, on_ready=on_ready)
+        ctx: ChildContext[Any] = ChildContext(
+            child.name, bus=self._bus, config_source=self._config_source, health=health,
+            on_ready=on_ready, changes=self._config_changes,
+            request_shutdown=self._request_shutdown or self._shutdown_soon,
+            depends_on=child.depends_on)
         child.ctx = ctx
         child.stopping = False
         child.pending = None
-        child.state = "starting"
+        child.is_ready = False
+        child.state = "probing" if child.probing else "starting"
         child.started_at = self._now()
         task = loop.create_task(self._run(child, ctx), name=f"{self.name}/{child.name}")
         child.task = task
@@ -384,9 +473,36 @@ class Supervisor:
         if self._counters is not None:
             self._counters.tasks_spawned_total.inc("child")
 
-    async def _run(self, child: ChildRecord, ctx: ChildContext) -> None:
-        child.state = "running"
-        await child.fn(ctx)
+    def _deps_ready(self, child: ChildRecord) -> bool:
+        for dep in child.depends_on:
+            record = self._children.get(dep)
+            if record is None or not record.is_ready or not record.alive():
+                return False
+        return True
+
+    def _spawn_when_ready(self, child: ChildRecord) -> None:
+        """Start ``child`` now, or mark it waiting until its dependencies report ready."""
+        if self._deps_ready(child):
+            self._spawn(child)
+        else:
+            child.state = "waiting"
+            child.pending = None
+
+    def _start_waiting(self) -> None:
+        if not self._started or self._closing:
+            return
+        for child in self._children.values():
+            if child.state == "waiting" and not child.alive() and self._deps_ready(child):
+                self._spawn(child)
+
+    async def _run(self, child: ChildRecord, ctx: ChildContext[Any]) -> None:
+        if not child.probing:
+            child.state = "running"
+        try:
+            await run_child(child.fn, ctx)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # A child cannot end the process: it is a crash of that child (docs/DECISIONS.md).
+            raise ChildExit(exc) from exc
 
     def _on_exit(self, child: ChildRecord, task: asyncio.Task[None]) -> None:
         if task is not child.task:
@@ -403,63 +519,147 @@ class Supervisor:
             if child.pending is None:
                 child.state = "stopped"
             if exc is not None and not isinstance(exc, asyncio.CancelledError):
-                _log.warning("service_failed_while_stopping", service=child.name,
-                             reason=crash_reason(exc), exc_info=exc)
+                self._observe("log", _log.warning, "service_failed_while_stopping",
+                              child=child.name, supervisor=self.name,
+                              reason=crash_reason(exc), exc_info=exc)
             return
         self._on_crash(child, exc, uptime)
 
     def _on_crash(self, child: ChildRecord, exc: BaseException | None, uptime: float) -> None:
+        """Decide and schedule first, then report: no observer can stop supervision."""
         name = child.name
         if exc is None and child.restart != "permanent":
             child.state = "stopped"
-            _log.info("service_exited", service=name, restart=child.restart)
+            self._observe("log", _log.info, "service_exited", child=name,
+                          supervisor=self.name, restart=child.restart)
             return
         reason = crash_reason(exc)
         child.last_reason = reason
         child.last_traceback = trimmed_traceback(exc) if exc is not None else None
-        if child.reports_ready and self._health is not None:
-            self._health.set(name, False)
-        if self._bus is not None:
-            self._bus.publish(KernelEvent.ServiceCrashed(service=name, reason=reason))
-
-        if child.restart == "temporary":
-            child.state = "stopped"
-            _log.error("service_crashed", service=name, reason=reason, restart="temporary",
-                       restarts=child.restarts, exc_info=exc)
-            return
-        if exc is not None and child.fatal and isinstance(exc, child.fatal):
-            self._quarantine(child, f"fatal: {reason}", exc)
-            return
+        # 1. The decision, in plain code that touches no observer.
+        quarantine_reason: str | None = None
+        delay: float | None = None
         now = self._now()
-        if uptime >= self._reset_after:
-            child.attempt = 0
-        if not child.window.admit(now):
-            self._quarantine(child, reason, exc)
-            return
-        delay = backoff_delay(child.attempt, self._min_backoff, self._max_backoff, self._rng)
-        child.attempt += 1
-        _log.error("service_crashed", service=name, reason=reason, restarts=child.restarts,
-                   restarts_in_window=child.window.count(now), backoff_ms=round(delay * 1e3, 3),
-                   exc_info=exc)
-        self._schedule_restart(child, delay)
+        child.is_ready = False
+        if child.probing:  # the probe start failed: back to quarantine, cool-down doubled
+            child.probing = False
+            self._cancel_probe(child)
+            child.cooldown = min(child.cooldown * 2, MAX_QUARANTINE_COOLDOWN)
+            self._count_probe(child.name, "failed")
+            quarantine_reason = f"probe failed: {reason}"
+        elif child.restart == "temporary":
+            child.state = "stopped"
+        elif exc is not None and is_fatal(exc, child.fatal):
+            quarantine_reason = f"fatal: {reason}"
+        else:
+            if uptime >= self._reset_after:
+                child.attempt = 0
+            if child.window.admit(now):
+                delay = backoff_delay(child.attempt, self._min_backoff, self._max_backoff,
+                                      self._rng)
+                child.attempt += 1
+                self._schedule_restart(child, delay)
+            else:
+                quarantine_reason = reason
+        if quarantine_reason is not None:
+            self._enter_quarantine(child)
+        # 2. The reports: readiness, the event, the log line; each isolated and counted.
+        health = self._health
+        if child.reports_ready and health is not None:
+            self._observe("health", health.set, name, False)
+        if self._bus is not None:
+            self._observe("bus", self._bus.publish,
+                          KernelEvent.ServiceCrashed(service=name, reason=reason))
+        if quarantine_reason is not None:
+            self._report_quarantine(child, quarantine_reason, exc)
+        elif delay is None:
+            self._observe("log", _log.error, "service_crashed", child=name,
+                          supervisor=self.name, reason=reason, restart="temporary",
+                          restarts=child.restarts, exc_info=exc)
+        else:
+            self._observe("log", _log.error, "service_crashed", child=name,
+                          supervisor=self.name, reason=reason, restarts=child.restarts,
+                          restarts_in_window=child.window.count(now),
+                          backoff_ms=round(delay * 1e3, 3), exc_info=exc)
 
-    def _quarantine(self, child: ChildRecord, reason: str, exc: BaseException | None) -> None:
-        name = child.name
+    def _enter_quarantine(self, child: ChildRecord) -> None:
         child.state = "quarantined"
         child.pending = None
         if self._counters is not None:
-            self._counters.supervisor_quarantined.set(name, value=1.0)
+            self._counters.supervisor_quarantined.set(child.name, value=1.0)
+        if self._health is not None:
+            self._health.quarantine(child.name, True)
+        if self._cooldown > 0 and not self._closing and self._loop is not None:
+            child.cooldown = child.cooldown or self._cooldown
+            child.probe_at = self._now() + child.cooldown
+            child.probe_task = self._loop.create_task(
+                self._probe(child, child.cooldown), name=f"{self.name}/{child.name}:probe")
+
+    async def _probe(self, child: ChildRecord, delay: float) -> None:
+        """After the cool-down, one probe start; leave quarantine if it stays up."""
+        await asyncio.sleep(delay)
+        if self._closing or child.state != "quarantined":
+            return
+        child.probe_at = None
+        child.probing = True
+        self._count_probe(child.name, "started")
+        self._observe("log", _log.warning, "service_probe_started", child=child.name,
+                      supervisor=self.name, cooldown_s=child.cooldown,
+                      passes_after_s=self._reset_after)
+        self._spawn(child)
+        await asyncio.sleep(self._reset_after)
+        if child.probing and child.alive():
+            self._leave_quarantine(child, "probe_passed")
+
+    def _leave_quarantine(self, child: ChildRecord, how: str) -> None:
+        child.probing = False
+        child.cooldown = 0.0
+        child.window.clear()
+        child.attempt = 0
+        if child.alive():
+            child.state = "running"
+        if self._counters is not None:
+            self._counters.supervisor_quarantined.set(child.name, value=0.0)
+        if self._health is not None:
+            self._health.quarantine(child.name, False)
+        if how == "probe_passed":
+            self._count_probe(child.name, "passed")
+        self._observe("log", _log.info, "service_released", child=child.name,
+                      supervisor=self.name, how=how)
+
+    def _cancel_probe(self, child: ChildRecord) -> None:
+        task = child.probe_task
+        child.probe_task = None
+        child.probe_at = None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _count_probe(self, name: str, outcome: str) -> None:
+        if self._counters is not None:
+            self._counters.supervisor_quarantine_probes_total.inc(name, outcome)
+
+    def _report_quarantine(self, child: ChildRecord, reason: str,
+                           exc: BaseException | None) -> None:
         health = self._health
-        if health is not None:
-            health.quarantine(name, True)
         # One Health(ok=False) per quarantine: when the crash already turned this child's
         # readiness false through a HealthState publishing on the same bus, that was it.
         told = child.reports_ready and health is not None and health.bus is self._bus
         if self._bus is not None and not told:
-            self._bus.publish(KernelEvent.Health(service=name, ok=False))
-        _log.error("service_quarantined", service=name, reason=reason, restarts=child.restarts,
-                   restart_cap=self._restart_cap, restart_window_s=self._restart_window,
-                   exc_info=exc)
+            self._observe("bus", self._bus.publish,
+                          KernelEvent.Health(service=child.name, ok=False))
+        self._observe("log", _log.error, "service_quarantined", child=child.name,
+                      supervisor=self.name, reason=reason, restarts=child.restarts,
+                      restart_cap=self._restart_cap, restart_window_s=self._restart_window,
+                      exc_info=exc)
+
+    def _observe(self, observer: str, report: Callable[..., object], *args: Any,
+                 **fields: Any) -> None:
+        """Run one report; a failing observer is counted, never raised into supervision."""
+        try:
+            report(*args, **fields)
+        except Exception:
+            if self._counters is not None:
+                self._counters.observer_errors_total.inc(observer)
 
     def _affected(self, child: ChildRecord) -> list[ChildRecord]:
         """Siblings the strategy stops and restarts along with ``child``."""
@@ -505,7 +705,7 @@ class Supervisor:
                 member.pending, member.state = None, "stopped"
                 continue
             if member.name not in pending.crashed:
-                self._spawn(member)
+                self._spawn_when_ready(member)
                 continue
             member.restarts += 1
             if self._counters is not None:
@@ -513,7 +713,7 @@ class Supervisor:
                 self._counters.backoff_retries_total.inc("restart")
             with kernel_span("supervisor", "restart", child=member.name,
                              supervisor=self.name, restarts=member.restarts):
-                self._spawn(member)
+                self._spawn_when_ready(member)
 
     async def _stop(self, child: ChildRecord, drain_for: float) -> None:
         """Ask one child to drain, cancel it after ``drain_for``, abandon it after the grace."""
@@ -536,20 +736,33 @@ class Supervisor:
         t0 = loop.time()
         end = t0 + deadline
         for child in self._children.values():
+            self._cancel_probe(child)
             pending = child.pending
             if pending is not None:
                 if pending.task is not None:
                     pending.task.cancel()
                 child.pending = None
-                if not child.alive():
-                    child.state = "stopped"
+            if not child.alive() and child.state in ("backing_off", "waiting"):
+                child.state = "stopped"
+        # Dependents stop before their dependencies: the deepest rank first, each rank drained
+        # (within the shared deadline) before the next is told to stop.
+        ranks = dependency_ranks({n: c.depends_on for n, c in self._children.items()})
         running = [c for c in self._children.values() if c.alive()]
-        for child in running:
+        cancelled_total = 0
+        for rank in sorted({ranks[c.name] for c in running}, reverse=True):
+            group = [c for c in running if ranks[c.name] == rank]
+            cancelled_total += await self._stop_group(group, loop.time(), end)
+        _log.info("supervisor_stopped", supervisor=self.name,
+                  elapsed_ms=round((loop.time() - t0) * 1e3, 3), cancelled=cancelled_total)
+
+    async def _stop_group(self, group: list[ChildRecord], t0: float, end: float) -> int:
+        loop = asyncio.get_running_loop()
+        for child in group:
             child.stopping = True
             assert child.ctx is not None
             child.ctx._request_stop(min(t0 + child.shutdown_timeout, end))
         cancelled: list[tuple[ChildRecord, asyncio.Task[None]]] = []
-        for child in reversed(running):
+        for child in reversed(group):
             task = child.task
             if task is None:
                 continue
@@ -565,8 +778,7 @@ class Supervisor:
             for child, task in cancelled:
                 if not task.done():
                     self._abandon(child, task)
-        _log.info("supervisor_stopped", supervisor=self.name,
-                  elapsed_ms=round((loop.time() - t0) * 1e3, 3), cancelled=len(cancelled))
+        return len(cancelled)
 
     def _count_aborted(self, kind: str) -> None:
         if self._counters is not None:
@@ -584,7 +796,7 @@ class Supervisor:
         if child.pending is None:
             child.state = "stopped"
         self._count_aborted("abandoned")
-        _log.error("service_abandoned", service=child.name, supervisor=self.name,
+        _log.error("service_abandoned", child=child.name, supervisor=self.name,
                    reason="ignored cancellation", grace_ms=ABANDON_GRACE * 1e3)
         self._abandoned.add(task)
         task.add_done_callback(self._abandoned.discard)
@@ -609,7 +821,7 @@ _warned_no_unregister = False
 def _warn_no_unregister(child: str) -> None:
     """Say loudly, once per process, that an abandoned task can now hold the loop open."""
     global _warned_no_unregister
-    _log.error("abandon_incomplete", service=child,
+    _log.error("abandon_incomplete", child=child,
                reason="asyncio.tasks._unregister_task is missing on this Python: an abandoned "
                       "task that ignores cancellation may keep asyncio.run from returning")
     if not _warned_no_unregister:

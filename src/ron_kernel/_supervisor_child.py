@@ -4,32 +4,46 @@ the supervisor's private record of one child."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import traceback
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypedDict
 
+from typing_extensions import TypeVar
+
+from ._errors import Canceled
 from ._supervisor_policy import ChildState, RestartType, RestartWindow
+from ._text import cap, printable
 
 if TYPE_CHECKING:
     from ._bus import Bus
+    from ._events import KernelEvent
     from ._health import HealthState
+
+C = TypeVar("C", default=Any)
+"""What ``ctx.config`` is: ``Config[M]`` under ``Kernel(app_config=M)``."""
+T = TypeVar("T")
 
 # Tracebacks kept for /status are trimmed to their tail: the frames nearest the raise matter.
 TRACEBACK_LINES = 20
 TRACEBACK_CHARS = 4096
 
 
-class ChildContext:
+class ChildContext(Generic[C]):
     """What a supervised child receives on each start.
 
     * ``name`` — the child's name in its supervisor.
     * ``shutdown`` — an :class:`asyncio.Event` set when the child must drain and return.
       A fresh event is made for every (re)start.
-    * ``bus`` — the kernel bus (``Bus[KernelEvent]``) or ``None``.
-    * ``config`` — the *current* config snapshot, read again on every access (so a child that
-      reads ``ctx.config`` after a reload sees the new snapshot).
+    * ``bus`` — the kernel bus (``Bus[KernelEvent]``); ``RuntimeError`` under a supervisor
+      built without one.
+    * ``config`` — the *current* config snapshot, read again on every access (under
+      ``Kernel(app_config=M)`` it is a ``Config[M]``: ``ctx.config.app`` is your ``M``).
     * :meth:`ready` — report readiness to the supervisor's :class:`~ron_kernel.HealthState`.
+    * :meth:`sleep`, :meth:`wait` — waits that end at shutdown instead of holding the drain.
+    * :meth:`config_changes` — each applied reload, as an async iterator.
+    * :meth:`request_shutdown` — ask the kernel to drain (returns at once).
     * :meth:`time_left` — seconds left to drain once shutdown was requested.
     """
 
@@ -37,38 +51,56 @@ class ChildContext:
     """The child's name in its supervisor."""
     shutdown: asyncio.Event
     """Set when the child must drain and return (a fresh event per start)."""
-    bus: Bus[Any] | None
-    """The kernel bus, or ``None`` when the supervisor has none."""
+    depends_on: tuple[str, ...]
+    """The siblings this child started after (``supervise(..., depends_on=...)``)."""
 
-    __slots__ = ("_config_source", "_health", "_on_ready", "_stop_by", "bus", "name", "shutdown")
+    __slots__ = ("_bus", "_changes", "_config_source", "_health", "_on_ready",
+                 "_request_shutdown", "_stop_by", "_stop_callbacks", "depends_on", "name",
+                 "shutdown")
 
-    def __init__(self, name: str, *, bus: Bus[Any] | None = None,
-                 config_source: Callable[[], Any] | None = None,
+    def __init__(self, name: str, *, bus: Bus[KernelEvent] | None = None,
+                 config_source: Callable[[], C] | None = None,
                  health: HealthState | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[bool], None] | None = None,
+                 changes: Callable[[], AsyncIterator[C]] | None = None,
+                 request_shutdown: Callable[[str], None] | None = None,
+                 depends_on: tuple[str, ...] = ()) -> None:
         self.name = name
         self.shutdown = asyncio.Event()
-        self.bus = bus
+        self.depends_on = depends_on
+        self._bus = bus
         self._config_source = config_source
         self._health = health
         self._on_ready = on_ready
+        self._changes = changes
+        self._request_shutdown = request_shutdown
         self._stop_by: float | None = None
+        self._stop_callbacks: list[Callable[[], None]] = []
 
     @property
-    def config(self) -> Any:
+    def bus(self) -> Bus[KernelEvent]:
+        """The kernel bus. Raises ``RuntimeError`` when the supervisor has none."""
+        bus = self._bus
+        if bus is None:
+            raise RuntimeError(f"child {self.name!r} has no bus: its supervisor was built "
+                               "without one (Supervisor(bus=...), or run it under a Kernel)")
+        return bus
+
+    @property
+    def config(self) -> C:
         """The current config snapshot (``None`` when the supervisor was given none)."""
         source = self._config_source
-        return source() if source is not None else None
+        return source() if source is not None else None  # type: ignore[return-value]
 
     def ready(self, ok: bool = True) -> None:
         """Mark this child ready (or not, ``ok=False``) in HealthState; never blocks.
 
         A crash marks the child not ready again until it calls ``ready()`` after its restart.
         """
-        if self._on_ready is not None:
-            self._on_ready()
         if self._health is not None:
             self._health.set(self.name, ok)
+        if self._on_ready is not None:
+            self._on_ready(bool(ok))
 
     def time_left(self) -> float | None:
         """Seconds left to finish draining, or ``None`` while no shutdown was requested."""
@@ -76,10 +108,98 @@ class ChildContext:
             return None
         return max(0.0, self._stop_by - asyncio.get_running_loop().time())
 
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds``; ``True`` when the time passed, ``False`` when shutdown came first.
+
+        ``while await ctx.sleep(1.0): ...`` is a loop that ends at shutdown. No task per call.
+        """
+        if seconds < 0 or seconds != seconds:
+            raise ValueError(f"sleep needs seconds >= 0, got {seconds!r}")
+        try:
+            await self.wait(asyncio.sleep(seconds))
+        except Canceled:
+            return False
+        return True
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` and return its result, or raise ``Canceled`` at shutdown.
+
+        At shutdown the awaitable is cancelled cleanly (a coroutine gets ``CancelledError`` at
+        its ``await``; ``rx.recv()``, ``rx.recv_many()`` and ``mailbox.recv()`` consume nothing
+        when cancelled), then :class:`~ron_kernel.errors.Canceled` is raised here. If shutdown
+        was already requested it is not awaited at all. No task is created per call: the
+        shutdown cancels the waiting task itself, and the cancellation is taken back.
+        """
+        if self.shutdown.is_set():
+            close = getattr(awaitable, "close", None)
+            if close is not None and inspect.iscoroutine(awaitable):
+                close()  # never started: no "was never awaited" warning
+            raise Canceled(f"child {self.name!r} is shutting down")
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("ctx.wait() must be awaited inside a task")
+        fired = False
+
+        def on_stop() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        callbacks = self._stop_callbacks
+        callbacks.append(on_stop)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if not fired:
+                raise
+            task.uncancel()
+            raise Canceled(f"child {self.name!r} is shutting down") from None
+        finally:
+            if not fired:
+                callbacks.remove(on_stop)
+
+    async def config_changes(self) -> AsyncIterator[C]:
+        """Yield the new snapshot after each applied reload; ends at shutdown.
+
+        ``async for cfg in ctx.config_changes(): apply(cfg.app)``. Reloads applied while the
+        child is busy are coalesced (it gets the latest).
+        """
+        if self._changes is None:
+            raise RuntimeError(f"child {self.name!r}: its supervisor has no reloading config "
+                               "(run it under a Kernel, or give Supervisor(config_changes=...))")
+        changes = self._changes()
+        try:
+            while True:
+                try:
+                    yield await self.wait(anext(changes))
+                except (Canceled, StopAsyncIteration):
+                    return
+        finally:
+            closer = getattr(changes, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    def dependencies_ready(self) -> bool:
+        """Whether every sibling in :attr:`depends_on` is ready right now (readiness state)."""
+        health = self._health
+        if health is None or not self.depends_on:
+            return True
+        services = health.snapshot()["services"]
+        return all(services.get(name) is True for name in self.depends_on)
+
+    def request_shutdown(self, reason: str = "") -> None:
+        """Ask the kernel (or, without one, this child's supervisor) to drain; returns at once."""
+        if self._request_shutdown is None:
+            raise RuntimeError(f"child {self.name!r}: nothing to ask for a shutdown")
+        self._request_shutdown(reason or f"requested by child {self.name!r}")
+
     def _request_stop(self, stop_by: float) -> None:
         if self._stop_by is None or stop_by < self._stop_by:
             self._stop_by = stop_by
         self.shutdown.set()
+        callbacks, self._stop_callbacks = self._stop_callbacks, []
+        for callback in callbacks:
+            callback()
 
     def __repr__(self) -> str:
         return f"ChildContext(name={self.name!r}, shutdown={self.shutdown.is_set()})"
@@ -88,9 +208,11 @@ class ChildContext:
 class ChildInfo(TypedDict):
     """One child in :meth:`Supervisor.snapshot` (a plain, JSON-serialisable dict).
 
-    ``uptime`` is in seconds (``None`` unless running); ``next_restart_at`` is wall-clock Unix
-    time (``None`` unless a restart is scheduled); ``last_traceback`` keeps the last
-    20 lines / 4 KB.
+    ``uptime`` is in seconds (``None`` unless running); ``next_restart_at`` and
+    ``next_probe_at`` are wall-clock Unix times (``None`` unless a restart, or a quarantine
+    probe, is scheduled); ``last_traceback`` keeps the last 20 lines / 4 KB; ``depends_on``
+    lists the siblings it starts after; ``quarantine_cooldown`` is the current cool-down in
+    seconds while quarantined with probes on.
     """
 
     name: str
@@ -103,35 +225,105 @@ class ChildInfo(TypedDict):
     last_traceback: str | None
     uptime: float | None
     next_restart_at: float | None
+    depends_on: list[str]
+    next_probe_at: float | None
+    quarantine_cooldown: float | None
 
 
-ChildFn = Callable[[ChildContext], Awaitable[None]]
+ChildFn = Callable[[ChildContext[Any]], Awaitable[None]]
 
 
-def is_async_callable(fn: object) -> bool:
-    """True for ``async def`` functions, partials of them, and objects with ``async __call__``."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(type(fn), "__call__", None)  # noqa: B004 - we need the async-ness, not callable()
-    return call is not None and inspect.iscoroutinefunction(call)
+class NotAwaitableChild(TypeError):
+    """A child callable returned something that cannot be awaited (a plain ``def``?)."""
+
+
+async def run_child(fn: Callable[[ChildContext[Any]], Awaitable[None]],
+                    ctx: ChildContext[Any]) -> None:
+    """Call ``fn(ctx)`` and await what it returns.
+
+    ``async def`` functions, lambdas and partials returning a coroutine, and objects with an
+    async ``__call__`` all work. A result that is not awaitable raises
+    :class:`NotAwaitableChild` (the supervisor quarantines the child at once: it cannot get
+    better by restarting).
+    """
+    _current_child.set(ctx.name)  # this task's own context: set once, never reset
+    result = fn(ctx)
+    if not inspect.isawaitable(result):
+        raise NotAwaitableChild(
+            f"child {ctx.name!r} returned {type(result).__name__}, not an awaitable: make it "
+            "`async def` (or a callable returning a coroutine)")
+    await result
 
 
 def trimmed_traceback(exc: BaseException) -> str:
-    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB."""
-    lines = "".join(traceback.format_exception(exc)).splitlines()
+    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB, always encodable."""
+    try:
+        lines = "".join(traceback.format_exception(exc)).splitlines()
+    except Exception:
+        return f"<traceback of {type(exc).__name__} could not be formatted>"
     text = "\n".join(lines[-TRACEBACK_LINES:])
-    return text[-TRACEBACK_CHARS:]
+    return printable(text[-TRACEBACK_CHARS:])
+
+
+_current_child: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "ron_kernel_current_child", default=None)
+
+
+def current_child() -> str | None:
+    """The supervised child the running code belongs to (tasks it starts inherit it)."""
+    return _current_child.get()
+
+
+class ChildExit(Exception):
+    """A child raised ``SystemExit`` or ``KeyboardInterrupt``: a crash of that child.
+
+    The original exception is ``.exit`` (and ``__cause__``); it never reaches the event loop, so
+    a child cannot end the process.
+    """
+
+    def __init__(self, exit: SystemExit | KeyboardInterrupt) -> None:
+        super().__init__(f"{type(exit).__name__}: {_safe_str(exit)}")
+        self.exit = exit
+
+
+def is_fatal(exc: BaseException, fatal: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` (or the SystemExit/KeyboardInterrupt it wraps) is one of ``fatal``.
+
+    A child that returned no awaitable is always fatal.
+    """
+    if isinstance(exc, NotAwaitableChild):
+        return True
+    if isinstance(exc, ChildExit):
+        return isinstance(exc.exit, fatal)
+    return isinstance(exc, fatal)
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}.__str__ failed>"
+    return text if isinstance(text, str) else repr(text)
 
 
 def crash_reason(exc: BaseException | None) -> str:
-    """The structured reason of ``ServiceCrashed``: ``"panic: Type: message"`` or ``"exited"``."""
+    """The structured reason of ``ServiceCrashed``: ``"panic: Type: message"`` or ``"exited"``.
+
+    Always encodable (lone surrogates escaped) and at most :data:`~ron_kernel._text.
+    MAX_REASON_CHARS` long (the middle of a huge message is cut, saying how much).
+    """
     if exc is None:
         return "exited"
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
-    message = str(exc)
+    if isinstance(exc, ChildExit):
+        exc = exc.exit
+    message = _safe_str(exc)
     name = type(exc).__name__
-    return f"panic: {name}: {message}" if message else f"panic: {name}"
+    if isinstance(exc, SystemExit):
+        message = f"exit status {exc.code!r}" if message else "exit"
+    text = f"panic: {name}: {message}" if message else f"panic: {name}"
+    return cap(printable(text))
 
 
 class Pending:
@@ -150,15 +342,22 @@ class ChildRecord:
     """The supervisor's private bookkeeping for one child (spec + runtime state)."""
 
     __slots__ = (
-        "attempt", "ctx", "fatal", "fn", "index", "last_reason", "last_traceback", "name",
-        "pending", "reports_ready", "restart", "restarts", "shutdown_timeout", "started_at",
+        "attempt", "cooldown", "ctx", "depends_on", "fatal", "fn", "index", "is_ready",
+        "last_reason", "last_traceback", "name", "pending", "probe_at", "probe_task",
+        "probing", "reports_ready", "restart", "restarts", "shutdown_timeout", "started_at",
         "state", "stopping", "task", "window",
     )
 
     def __init__(self, name: str, fn: ChildFn, *, index: int, restart: RestartType,
                  shutdown_timeout: float, fatal: tuple[type[BaseException], ...],
-                 window: RestartWindow) -> None:
+                 window: RestartWindow, depends_on: tuple[str, ...] = ()) -> None:
         self.name = name
+        self.depends_on = depends_on
+        self.is_ready = False  # its last ctx.ready() said ok (reset on every start)
+        self.cooldown = 0.0  # current quarantine cool-down (doubles per failed probe)
+        self.probe_at: float | None = None
+        self.probe_task: asyncio.Task[None] | None = None
+        self.probing = False
         self.fn = fn
         self.index = index
         self.restart: RestartType = restart
@@ -167,7 +366,7 @@ class ChildRecord:
         self.window = window
         self.state: ChildState = "stopped"
         self.task: asyncio.Task[None] | None = None
-        self.ctx: ChildContext | None = None
+        self.ctx: ChildContext[Any] | None = None
         self.pending: Pending | None = None
         self.stopping = False
         self.reports_ready = False

@@ -14,10 +14,18 @@ from typing import Final, Literal
 
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 RestartType = Literal["permanent", "transient", "temporary"]
-ChildState = Literal["starting", "running", "backing_off", "quarantined", "stopped"]
+ChildState = Literal["waiting", "starting", "running", "backing_off", "quarantined", "probing",
+                     "stopped"]
 
 STRATEGIES: Final = ("one_for_one", "one_for_all", "rest_for_one")
 RESTART_TYPES: Final = ("permanent", "transient", "temporary")
+
+DEFAULT_RESET_AFTER: Final = 30.0
+"""Seconds of uptime after which a child's backoff attempt counter starts again (one default
+for ``Supervisor(reset_after=...)`` and config ``supervisor.reset_after``)."""
+
+MAX_QUARANTINE_COOLDOWN: Final = 3600.0
+"""A failed probe doubles the quarantine cool-down up to this (1 h)."""
 
 # An attempt number past this already saturates any sane cap (2**64 * 1 ns > 500 years), and
 # keeps ``2**attempt`` from becoming a huge integer on a child that has crashed for weeks.
@@ -114,3 +122,48 @@ class RestartWindow:
     def clear(self) -> None:
         """Forget every recorded restart (``Supervisor.release``)."""
         self._times.clear()
+
+
+def dependency_cycle(depends_on: dict[str, tuple[str, ...]]) -> list[str] | None:
+    """A cycle among the known names (``["a", "b", "a"]``), or ``None``. Unknown names are
+    ignored here (they are reported separately, once every child had its chance to be added)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = 1
+        stack.append(name)
+        for dep in depends_on.get(name, ()):
+            if dep not in depends_on:
+                continue
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep):], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[name] = 2
+        return None
+
+    for name in depends_on:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+def dependency_ranks(depends_on: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """Each name's depth: 0 without dependencies, else 1 + the deepest dependency (acyclic)."""
+    ranks: dict[str, int] = {}
+
+    def rank(name: str) -> int:
+        if name not in ranks:
+            deps = [d for d in depends_on.get(name, ()) if d in depends_on]
+            ranks[name] = 1 + max(map(rank, deps)) if deps else 0
+        return ranks[name]
+
+    for name in depends_on:
+        rank(name)
+    return ranks

@@ -9,8 +9,10 @@ through here. A leaf module.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["MAX_REASON_CHARS", "cap", "printable", "show_path"]
+__all__ = ["MAX_REASON_CHARS", "cap", "printable", "printable_value", "show_path"]
 
 MAX_REASON_CHARS = 2048
 """The longest crash reason kept (events, ``/status``, logs); the rest is cut from the middle."""
@@ -45,3 +47,19 @@ def show_path(path: str | os.PathLike[str] | bytes) -> str:
     """A path as text for people: undecodable bytes become U+FFFD, never an exception."""
     raw = os.fsencode(path)
     return raw.decode("utf-8", "replace")
+
+
+def printable_value(value: Any, _depth: int = 0) -> Any:
+    """``value`` with every string in it (keys too, nested) made encodable by :func:`printable`.
+
+    Other objects pass through; past 16 levels a value is replaced by its printable ``repr``.
+    """
+    if isinstance(value, str):
+        return printable(value)
+    if _depth > 16:
+        return printable(repr(value))
+    if isinstance(value, Mapping):
+        return {printable(str(k)): printable_value(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_value(v, _depth + 1) for v in value]
+    return value

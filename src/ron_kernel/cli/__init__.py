@@ -1,28 +1,23 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events, run perf rigs.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events.
 
-Imports are lazy on purpose: ``ron-kernel run`` must reach ``/readyz`` 200 quickly, and
-``ron-kernel --help`` should not pay for aiohttp, pydantic or prometheus_client.
+The whole command line lives in this package: the parser and :func:`main` here,
+``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
+the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
+:mod:`ron_kernel._exitcodes`.
+
+The subcommands are imported lazily on purpose: ``ron-kernel run`` must reach ``/readyz`` 200
+quickly, and ``ron-kernel --help`` should not pay for aiohttp or prometheus_client.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from .._exitcodes import EXIT_INTERRUPTED, EXIT_USAGE
+
 __all__ = ["main"]
-
-PERF_RIGS = {
-    "bus-fanout": "ron_kernel.perf.bus_fanout",
-    "restart-storm": "ron_kernel.perf.restart_storm",
-    "config-reload": "ron_kernel.perf.config_reload",
-    "http": "ron_kernel.perf.http",
-}
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +39,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser of the whole command (subcommands run, config check, tail, perf)."""
+    """Build the parser of the whole command (subcommands run, config check, tail)."""
     from ron_kernel.config import add_config_arguments
 
     parser = _Parser(prog="ron-kernel", description=__doc__.splitlines()[0])
@@ -80,12 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the kernel's observability address (default: %(default)s)")
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
-
-    perf = sub.add_parser("perf", help="run a perf rig (same-run baseline, ratios)",
-                          description="Run one perf rig; arguments after the rig name go to "
-                                      "the rig (try `ron-kernel perf bus-fanout --help`).")
-    perf.add_argument("rig", choices=sorted(PERF_RIGS), help="which rig to run")
-    perf.add_argument("rig_args", nargs=argparse.REMAINDER, help="arguments for the rig")
     return parser
 
 
@@ -93,35 +82,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit status."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from ron_kernel._run import run_command
+        from .run import run_command
 
         return run_command(args)
     if args.command == "config":
-        from ron_kernel._run import config_check
+        from .run import config_check
 
         return config_check(args)
-    if args.command == "tail":
-        import asyncio
+    # argparse allows only the choices above, so this is `tail`
+    import asyncio
 
-        from ron_kernel._tail import tail
+    from .tail import tail
 
-        try:
-            return asyncio.run(tail(args.url, retry=not args.no_retry))
-        except KeyboardInterrupt:
-            return 130
-    return _perf(args.rig, args.rig_args)
-
-
-def _perf(rig: str, rig_args: list[str]) -> int:
-    import importlib
-
-    module = importlib.import_module(PERF_RIGS[rig])
-    saved = sys.argv
-    sys.argv = [f"ron-kernel perf {rig}", *rig_args]
     try:
-        result: object = module.main()
-    except SystemExit as exc:
-        result = exc.code
-    finally:
-        sys.argv = saved
-    return result if isinstance(result, int) else EXIT_OK
+        return asyncio.run(tail(args.url, retry=not args.no_retry))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

@@ -12,14 +12,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._config import Config
-from .config import config_argv, explain
-from .errors import ConfigError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from .._config import Config
+from .._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ..config import config_argv, explain
+from ..errors import ConfigError
+from .demo import install_demo
 
 
 def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -63,12 +60,12 @@ def load_app(spec: str) -> Callable[..., Any]:
 
 
 async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None) -> int:
-    from .kernel import Kernel
+    # Imported here, not at the top: `ron-kernel config check` shares this module and should not
+    # pay for the kernel's HTTP stack (aiohttp) just to print a config.
+    from ..kernel import Kernel
 
     kernel = Kernel(config, argv=argv)
     if app is None:
-        from ._demo_services import install_demo
-
         install_demo(kernel)
     else:
         try:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import write_json
+
 
 class Steps:
     """A progress handle: call :meth:`advance` after each measured step."""
@@ -60,7 +62,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     console = Console()
     if not console.is_terminal:
         # piped into a file or CI log: rich would fold to 80 columns and truncate the names
-        console = Console(width=160)
+        console = Console(width=200)
     console.print(table)
 
 
@@ -163,8 +165,6 @@ def rig_main(rig: str, parser: Any, run: Callable[[Any], dict[str, Any]],
              argv: list[str] | None) -> dict[str, Any]:
     """The shared entry point of every rig: run, print the report and the ratio table, then
     optionally draw the plot (``--plot``) and write the JSON document (``--json``)."""
-    from ._common import write_json
-
     args = parser.parse_args(argv)
     results = run(args)
     print(report(results))

@@ -14,13 +14,13 @@ import contextlib
 import random
 from typing import TYPE_CHECKING, Any
 
-from ._events import KernelEvent
-from ._logging import get_logger
-from .errors import Closed, Lagged
+from .._events import KernelEvent
+from .._logging import get_logger
+from ..errors import Closed, Lagged
 
 if TYPE_CHECKING:
-    from .kernel import Kernel
-    from .supervisor import ChildContext
+    from ..kernel import Kernel
+    from ..supervisor import ChildContext
 
 RELEASE_AFTER = 20.0  # seconds a quarantined demo worker waits for the demo operator
 

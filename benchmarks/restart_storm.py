@@ -1,6 +1,6 @@
 """Perf rig: the supervisor under crashes, against a hand-written asyncio restart loop.
 
-``python -m ron_kernel.perf.restart_storm [--quick] [--loops asyncio,uvloop] [--json FILE]``
+``python -m benchmarks.restart_storm [--quick] [--loops asyncio,uvloop] [--json FILE]``
 
 Measures, on each loop flavor:
 
@@ -30,11 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .._bus import Bus
-from .._events import KernelEvent
-from .._logging import configure_logging
-from ..supervisor import ChildContext, Supervisor
-from ._common import (
+from benchmarks._common import (
     RAW,
     add_ratio,
     base_parser,
@@ -44,7 +40,10 @@ from ._common import (
     show_progress,
     thin,
 )
-from ._report import Panel, progress, rig_main, save_plot
+from benchmarks._report import Panel, progress, rig_main, save_plot
+from ron_kernel import Bus, KernelEvent
+from ron_kernel._logging import configure_logging
+from ron_kernel.supervisor import ChildContext, Supervisor
 
 RIG = "restart_storm"
 BACKOFF = 0.005

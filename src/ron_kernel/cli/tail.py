@@ -10,6 +10,8 @@ from typing import TextIO
 import aiohttp
 import orjson
 
+from .._exitcodes import EXIT_FAILURE, EXIT_OK
+
 DEFAULT_URL = "http://127.0.0.1:9909"
 
 
@@ -51,17 +53,17 @@ async def tail(url: str = DEFAULT_URL, *, retry: bool = True, out: TextIO | None
                             continue
                         print(line.decode(), file=out, flush=True)
                         if kind == "Shutdown":
-                            return 0
+                            return EXIT_OK
                 reason = "the stream ended without a Shutdown event"
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             if not retry:
                 print(f"tail: {reason}", file=err)
-                return 1
+                return EXIT_FAILURE
             attempt += 1
             if max_attempts is not None and attempt > max_attempts:
                 print(f"tail: giving up after {max_attempts} attempts: {reason}", file=err)
-                return 1
+                return EXIT_FAILURE
             delay = random.uniform(0.1, min(max_backoff, 0.1 * 2 ** attempt))
             print(f"tail: {reason}; retrying in {delay:.2f}s", file=err, flush=True)
             await asyncio.sleep(delay)

@@ -1,4 +1,4 @@
-"""Bus fan-out benchmark: ``python -m ron_kernel.perf.bus_fanout [--quick] [--json FILE]``.
+"""Bus fan-out benchmark: ``python -m benchmarks.bus_fanout [--quick] [--json FILE]``.
 
 One publisher, {1, 2, 4, 8, 16} receivers, payloads of {32, 128, 512} bytes, on asyncio and
 uvloop. Every figure is printed next to a same-run baseline: the common Python idiom of one
@@ -29,10 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ron_kernel import Bus
-from ron_kernel.bus import Receiver
-from ron_kernel.errors import Closed, Lagged
-from ron_kernel.perf._common import (
+from benchmarks._common import (
     RAW,
     add_ratio,
     base_parser,
@@ -42,7 +39,10 @@ from ron_kernel.perf._common import (
     show_progress,
     thin,
 )
-from ron_kernel.perf._report import Panel, progress, rig_main, save_plot, target_lines
+from benchmarks._report import Panel, progress, rig_main, save_plot, target_lines
+from ron_kernel import Bus
+from ron_kernel.bus import Receiver
+from ron_kernel.errors import Closed, Lagged
 
 RIG = "bus_fanout"
 RECEIVERS = (1, 2, 4, 8, 16)

@@ -1,6 +1,6 @@
 """Config reload rig: validate+swap latency, RSS over a reload loop, file change -> ConfigUpdated.
 
-    python -m ron_kernel.perf.config_reload [--rate 10] [--duration 60] [--quick] [--json FILE]
+    python -m benchmarks.config_reload [--rate 10] [--duration 60] [--quick] [--json FILE]
                                             [--plot FILE.png] [--changes 50]
 
 Phase 1 reloads a ~4 KB TOML file at ``--rate`` Hz for ``--duration`` seconds (the file flips
@@ -29,10 +29,7 @@ from typing import Any
 
 import psutil
 
-from .. import Bus, Config, KernelEvent, Metrics
-from .._logging import configure_logging
-from ..config import ConfigCell
-from ._common import (
+from benchmarks._common import (
     RAW,
     add_ratio,
     base_parser,
@@ -42,7 +39,10 @@ from ._common import (
     show_progress,
     thin,
 )
-from ._report import Panel, Steps, progress, rig_main, save_plot
+from benchmarks._report import Panel, Steps, progress, rig_main, save_plot
+from ron_kernel import Bus, Config, KernelEvent, Metrics
+from ron_kernel._logging import configure_logging
+from ron_kernel.config import ConfigCell
 
 RIG = "config_reload"
 

@@ -1,12 +1,18 @@
-"""The perf regression gate: ``python -m ron_kernel.perf.check [--update] [--runs 3]``.
+"""The perf regression gate: ``python -m benchmarks.check [--update] [--runs 3] [--remeasure 5]``.
 
 Runs the short (``--quick``) version of every rig ``--runs`` times, interleaved (rig A, B, C, D,
 then A, B, C, D again, so a burst of background load does not land on every run of one rig),
 takes the median of each ratio and compares it with ``perf/baselines/<rig>.json``.
 
+A ratio that fails its allowance after that first round is not reported yet: the rigs that carry
+failing ratios run ``--remeasure`` more times (interleaved again), and each failing ratio is
+judged on the median of *all* its runs, first round and re-measure together. Only then does the
+gate say REGRESSED. A burst of load that spoils a first round is outvoted by the quieter runs; a
+real regression shows in every run and stays (see docs/PERFORMANCE.md, "Gate re-measure").
+
 Only ratios are compared — kernel figure / same-run baseline figure — never absolute times, so
 the gate holds on a slower or busier machine. Each ratio has a tolerance class of
-PERFORMANCE.MD §5 (see :data:`ron_kernel.perf._common.RATIO_CLASSES`): latency-type ratios
+PERFORMANCE.MD §5 (see :data:`benchmarks._common.RATIO_CLASSES`): latency-type ratios
 (lower is better) fail when they rise more than their allowance, throughput-type ratios (higher
 is better) fail when they drop more than 10 %.
 
@@ -22,24 +28,28 @@ import importlib
 import json
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._common import RATIO_CLASSES, machine_info
+from benchmarks._common import RATIO_CLASSES, machine_info
+from benchmarks._report import print_table, progress
 
-BASELINES = Path(__file__).resolve().parents[3] / "perf" / "baselines"
-"""Where the stored baselines live (``perf/baselines/`` at the top of the source tree)."""
+BASELINES = Path(__file__).resolve().parents[1] / "perf" / "baselines"
+"""Where the stored baselines live (``perf/baselines/`` at the root of the repository)."""
 
 RIGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "bus_fanout": ("ron_kernel.perf.bus_fanout", ("--quick",)),
-    "restart_storm": ("ron_kernel.perf.restart_storm", ("--quick",)),
+    "bus_fanout": ("benchmarks.bus_fanout", ("--quick",)),
+    "restart_storm": ("benchmarks.restart_storm", ("--quick",)),
     # phase 2 (file change -> event) is a quiet-period timer with no baseline: not gated
-    "config_reload": ("ron_kernel.perf.config_reload", ("--quick", "--changes", "0")),
-    "http": ("ron_kernel.perf.http", ("--quick",)),
+    "config_reload": ("benchmarks.config_reload", ("--quick", "--changes", "0")),
+    "http": ("benchmarks.http", ("--quick",)),
 }
 """Gated rigs: module and the arguments of their short run."""
+
+REMEASURE_RUNS = 5
+"""More interleaved quick runs of the rigs whose ratios failed the first round (``--remeasure``)."""
 
 # Policy from three `--update` runs (each the median of 3 quick runs) on the 2-core dev machine
 # while other jobs ran; "spread" = (max - min) / median of those three medians. A ratio whose
@@ -71,13 +81,15 @@ WIDENED: dict[str, float] = {
     "asyncio:readyz_p95": 0.20,  # spread 9 %, class allows 10 %
     "uvloop:readyz_p95": 0.30,  # spread 14 %
     "render_p50": 0.25,  # spread 13 %
-    "asyncio:restarts_per_s_100": 0.35,  # spread 13 %, class allows 10 %
-    "asyncio:restarts_per_s_1000": 0.35,  # spread 12 %
-    "uvloop:restarts_per_s_100": 0.35,  # spread 5 %, its siblings up to 17 %
-    "uvloop:restarts_per_s_1000": 0.35,  # spread 17 %
-    # medians of 3 ranged 4.23..5.35 over five gate runs (24 %): GC passes land in the tail of
-    # 150 samples; a 1.5x slower reload (relative to tomllib.loads) is still caught
-    "reload_p95": 0.50,
+    # restarts/s: a 1.5x slower supervisor is -33 %, so the bound must stay inside -33 % (it was
+    # -35 %, which let 1.5x through); -30 % is still ~1.8x the worst spread of medians (17 %)
+    "asyncio:restarts_per_s_100": 0.30,  # spread 13 %, class allows 10 %
+    "asyncio:restarts_per_s_1000": 0.30,  # spread 12 %
+    "uvloop:restarts_per_s_100": 0.30,  # spread 5 %, its siblings up to 17 %
+    "uvloop:restarts_per_s_1000": 0.30,  # spread 17 %
+    # medians of 3 ranged 4.23..5.35 over five gate runs (-7..+18 % of the 4.54 baseline): GC
+    # passes land in the tail of 150 samples. +40 %, not +50 %: +50 % let exactly 1.5x through
+    "reload_p95": 0.40,
 }
 """Ratios gated with a wider allowance than their class, because their spread needs it."""
 
@@ -94,12 +106,21 @@ class Verdict:
     limit: float
     ok: bool
     note: str
+    runs: tuple[float, ...] = ()
+    """Every run's value, in order: the first round, then the re-measure (if any)."""
+    first_round: int = 0
+    """How many of :attr:`runs` belong to the first round (the rest are the re-measure)."""
 
     @property
     def allowed(self) -> str:
         """The bound as text: ``<= 1.10`` for lower-is-better ratios, ``>= 21.7`` otherwise."""
         better = RATIO_CLASSES[self.klass][1]
         return f"{'<=' if better == 'lower' else '>='} {self.limit:.4g}"
+
+    @property
+    def remeasured(self) -> bool:
+        """Whether this verdict was judged on a re-measure as well as the first round."""
+        return len(self.runs) > self.first_round
 
 
 def tolerance_of(klass: str, override: float | None = None) -> float:
@@ -125,26 +146,38 @@ def within(klass: str, now: float, baseline: float, override: float | None = Non
     return now <= limit if RATIO_CLASSES[klass][1] == "lower" else now >= limit
 
 
-def compare(rig: str, stored: Mapping[str, Any], now: Mapping[str, float]) -> list[Verdict]:
-    """Compare the ratios ``now`` of ``rig`` with its stored baseline document."""
+def judge(rig: str, name: str, entry: Mapping[str, Any], runs: Sequence[float],
+          first_round: int | None = None) -> Verdict:
+    """Judge one ratio on the median of ``runs`` against its stored baseline ``entry``.
+
+    ``first_round`` says how many of ``runs`` came from the first round (all of them when not
+    given); a verdict on more runs than that is a re-measure and says so in its note.
+    """
+    klass, base = entry["class"], float(entry["value"])
+    override = entry.get("tolerance")
+    limit = limit_of(klass, base, override)
+    first = len(runs) if first_round is None else first_round
+    if not runs:
+        return Verdict(rig, name, klass, None, base, limit, False,
+                       "MISSING (the rig no longer reports it)", (), 0)
+    value = statistics.median(runs)
+    ok = within(klass, value, base, override)
+    better = RATIO_CLASSES[klass][1]
+    improved = value < base / (1 + tolerance_of(klass, override)) if better == "lower" \
+        else value > base * (1 + tolerance_of(klass, override))
+    note = "REGRESSED" if not ok else ("ok, improved (update?)" if improved else "ok")
+    if len(runs) > first:
+        note += f" after re-measure (median of all {len(runs)} runs)"
+    return Verdict(rig, name, klass, value, base, limit, ok, note, tuple(runs), first)
+
+
+def compare(rig: str, stored: Mapping[str, Any], measured: Measured) -> list[Verdict]:
+    """Judge every gated ratio of ``rig`` (median of its runs) against its baseline document."""
     out: list[Verdict] = []
     for name, entry in stored["ratios"].items():
         if name in DROPPED:  # dropped after the baseline was written: policy is reviewed code
             continue
-        klass, base = entry["class"], float(entry["value"])
-        override = entry.get("tolerance")
-        limit = limit_of(klass, base, override)
-        value = now.get(name)
-        if value is None:
-            out.append(Verdict(rig, name, klass, None, base, limit, False,
-                               "MISSING (the rig no longer reports it)"))
-            continue
-        ok = within(klass, value, base, override)
-        better = RATIO_CLASSES[klass][1]
-        improved = value < base / (1 + tolerance_of(klass, override)) if better == "lower" \
-            else value > base * (1 + tolerance_of(klass, override))
-        note = "REGRESSED" if not ok else ("ok, improved (update?)" if improved else "ok")
-        out.append(Verdict(rig, name, klass, value, base, limit, ok, note))
+        out.append(judge(rig, name, entry, measured.values.get(name, [])))
     return out
 
 
@@ -202,7 +235,7 @@ def baseline_doc(rig: str, measured: Measured, machine: Mapping[str, Any]) -> di
             entry["tolerance"] = WIDENED[name]
         ratios[name] = entry
     return {"rig": rig, "machine": dict(machine), "ratios": ratios,
-            "note": "written by `make perf-baseline` (python -m ron_kernel.perf.check "
+            "note": "written by `make perf-baseline` (python -m benchmarks.check "
                     "--update); median of the runs; kernel / same-run baseline"}
 
 
@@ -222,51 +255,109 @@ def check(measured: Mapping[str, Measured], directory: Path) -> list[Verdict]:
     """Compare the median of each measured ratio with the baselines in ``directory``."""
     verdicts: list[Verdict] = []
     for rig, m in measured.items():
-        verdicts += compare(rig, load_baseline(directory / f"{rig}.json"), m.median())
+        verdicts += compare(rig, load_baseline(directory / f"{rig}.json"), m)
     return verdicts
 
 
-def measure(rigs: Sequence[str], runs: int, loops: str, *, show: bool) -> dict[str, Measured]:
-    """Run the quick version of each rig ``runs`` times, interleaved; collect the ratios."""
-    from ._report import progress
+RunRig = Callable[[str, str], Mapping[str, Any]]
+"""One quick run of a rig: ``(rig, loops) -> results`` with ``ratios`` and ``ratio_classes``."""
 
+
+def run_quick(rig: str, loops: str) -> Mapping[str, Any]:
+    """Run the short version of ``rig`` (:data:`RIGS`) once on ``loops``; return its results."""
+    module_name, quick = RIGS[rig]
+    module = importlib.import_module(module_name)
+    args = module.parser().parse_args([*quick, "--loops", loops, "--no-progress"])
+    results: Mapping[str, Any] = module.run(args)
+    return results
+
+
+def measure(rigs: Sequence[str], runs: int, loops: str, *, show: bool,
+            run_rig: RunRig = run_quick, label: str = "perf gate") -> dict[str, Measured]:
+    """Run the quick version of each rig ``runs`` times, interleaved; collect the ratios."""
     out = {rig: Measured({}, {}) for rig in rigs}
-    with progress(runs * len(rigs), "perf gate", enabled=show) as bar:
+    with progress(runs * len(rigs), label, enabled=show) as bar:
         for i in range(runs):
             for rig in rigs:
-                bar.advance(f"run {i + 1}/{runs}: {rig}")
-                module_name, quick = RIGS[rig]
-                module = importlib.import_module(module_name)
-                args = module.parser().parse_args([*quick, "--loops", loops, "--no-progress"])
-                results = module.run(args)
+                bar.advance(f"{label} {i + 1}/{runs}: {rig}")
+                results = run_rig(rig, loops)
                 for name, value in results["ratios"].items():
                     out[rig].values.setdefault(name, []).append(float(value))
                     out[rig].classes[name] = results["ratio_classes"][name]
     return out
 
 
-def print_verdicts(verdicts: Sequence[Verdict], measured: Mapping[str, Measured]) -> None:
-    """The gate's table: ratio now (median, spread), baseline, allowed bound, verdict."""
-    from ._report import print_table
+def needs_remeasure(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """The verdicts a re-measure can change: failed, but measured (a MISSING ratio stays so)."""
+    return [v for v in verdicts if not v.ok and v.now is not None]
 
-    rows = []
+
+def rejudge(verdicts: Sequence[Verdict], more: Mapping[str, Measured],
+            directory: Path) -> list[Verdict]:
+    """Judge each failed ratio again on all its runs: its first round plus ``more``.
+
+    Verdicts that passed the first round, and ratios whose rig was not re-measured, are kept
+    as they are. The order of ``verdicts`` is kept.
+    """
+    retry = {(v.rig, v.name) for v in needs_remeasure(verdicts) if v.rig in more}
+    stored = {rig: load_baseline(directory / f"{rig}.json")["ratios"]
+              for rig in {rig for rig, _ in retry}}
+    out: list[Verdict] = []
     for v in verdicts:
-        runs = measured[v.rig].values.get(v.name, [])
-        spread = f"{min(runs):.4g}..{max(runs):.4g}" if runs else "-"
-        rows.append((f"{v.rig} {v.name}",
-                     v.klass, v.now if v.now is not None else "-", spread, v.baseline,
-                     v.allowed, v.note))
+        if (v.rig, v.name) not in retry:
+            out.append(v)
+            continue
+        runs = [*v.runs, *more[v.rig].values.get(v.name, [])]
+        out.append(judge(v.rig, v.name, stored[v.rig][v.name], runs, first_round=len(v.runs)))
+    return out
+
+
+def gate(rigs: Sequence[str], directory: Path, *, runs: int = 3,
+         remeasure: int = REMEASURE_RUNS, loops: str = "asyncio,uvloop", show: bool = False,
+         run_rig: RunRig = run_quick, say: Callable[[str], None] = print) -> list[Verdict]:
+    """The whole gate: a first round of ``runs``, then ``remeasure`` more runs of the rigs
+    whose ratios failed it, each failed ratio judged on all its runs. Returns the verdicts."""
+    first = measure(rigs, runs, loops, show=show, run_rig=run_rig)
+    verdicts = check(first, directory)
+    failed = needs_remeasure(verdicts)
+    if not failed or remeasure < 1:
+        return verdicts
+    again = sorted({v.rig for v in failed}, key=list(rigs).index)
+    say(f"perf-check: {len(failed)} ratio(s) over their allowance after the first round ("
+        + ", ".join(f"{v.rig}:{v.name} {v.now:.4g} vs {v.allowed}" for v in failed)
+        + f"); re-measuring {', '.join(again)} with {remeasure} more interleaved runs")
+    more = measure(again, remeasure, loops, show=show, run_rig=run_rig, label="re-measure")
+    return rejudge(verdicts, more, directory)
+
+
+def _runs_text(v: Verdict) -> str:
+    first = " ".join(f"{x:.3g}" for x in v.runs[:v.first_round])
+    if not v.remeasured:
+        return first or "-"
+    return f"{first} | " + " ".join(f"{x:.3g}" for x in v.runs[v.first_round:])
+
+
+def print_verdicts(verdicts: Sequence[Verdict]) -> None:
+    """The gate's table: every run's value (first round | re-measure), the judged median, the
+    baseline, the allowed bound and the verdict."""
+    rows = [(f"{v.rig} {v.name}", v.klass, _runs_text(v),
+             v.now if v.now is not None else "-", v.baseline, v.allowed, v.note)
+            for v in verdicts]
     print_table("Perf regression gate (ratio = kernel / same-run baseline)",
-                ["ratio", "class", "now (median)", "runs min..max", "baseline", "allowed",
-                 "verdict"], rows)
+                ["ratio", "class", "runs (first round | re-measure)", "judged (median)",
+                 "baseline", "allowed", "verdict"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: measure, then compare (exit 1 on a regression) or ``--update``."""
+    """Entry point: measure, re-measure what fails, judge (exit 1 on a regression), or
+    ``--update`` the baselines."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--update", action="store_true",
                    help="rewrite the baselines from this measurement (deliberately!)")
     p.add_argument("--runs", type=int, default=3, help="quick runs per rig; the median counts")
+    p.add_argument("--remeasure", type=int, default=REMEASURE_RUNS, metavar="N",
+                   help="more runs of the rigs whose ratios fail the first round; a failed ratio "
+                        "is judged on all its runs (default: %(default)s; 0: no re-measure)")
     p.add_argument("--rigs", default=",".join(RIGS),
                    help=f"comma-separated rigs (default: all of {', '.join(RIGS)})")
     p.add_argument("--loops", default="asyncio,uvloop", help="loop flavors (default: both)")
@@ -276,19 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rigs = [r.strip() for r in args.rigs.split(",") if r.strip()]
     unknown = [r for r in rigs if r not in RIGS]
-    if unknown or args.runs < 1:
+    if unknown or args.runs < 1 or args.remeasure < 0:
         p.error(f"unknown rig(s) {unknown}; expected some of {list(RIGS)}" if unknown
-                else f"--runs must be >= 1, got {args.runs}")
-    if not args.update:  # fail fast, before minutes of measuring
-        for rig in rigs:
-            try:
-                load_baseline(args.baselines / f"{rig}.json")
-            except ValueError as exc:
-                print(f"perf-check: {exc}", file=sys.stderr)
-                return 2
-    measured = measure(rigs, args.runs, args.loops,
-                       show=not args.no_progress and sys.stderr.isatty())
+                else f"--runs must be >= 1, got {args.runs}" if args.runs < 1
+                else f"--remeasure must be >= 0, got {args.remeasure}")
+    show = not args.no_progress and sys.stderr.isatty()
     if args.update:
+        measured = measure(rigs, args.runs, args.loops, show=show)
         for path in write_baselines(measured, args.baselines):
             print(f"baseline written: {path}")
         for rig, m in measured.items():
@@ -297,16 +382,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {rig}:{name}  median {m.median()[name]:.4g}  "
                       f"spread {m.spread(name):.1%}  {mark}")
         return 0
-    verdicts = check(measured, args.baselines)
-    print_verdicts(verdicts, measured)
+    for rig in rigs:  # fail fast, before minutes of measuring
+        try:
+            load_baseline(args.baselines / f"{rig}.json")
+        except ValueError as exc:
+            print(f"perf-check: {exc}", file=sys.stderr)
+            return 2
+    verdicts = gate(rigs, args.baselines, runs=args.runs, remeasure=args.remeasure,
+                    loops=args.loops, show=show)
+    print_verdicts(verdicts)
     bad = [v for v in verdicts if not v.ok]
     if bad:
         print(f"perf-check: {len(bad)} ratio(s) regressed: "
               + ", ".join(f"{v.rig}:{v.name}" for v in bad))
         return 1
-    print(f"perf-check: {len(verdicts)} ratios within their allowance")
+    cleared = [v for v in verdicts if v.remeasured]
+    print(f"perf-check: {len(verdicts)} ratios within their allowance"
+          + (f" ({len(cleared)} after a re-measure)" if cleared else ""))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

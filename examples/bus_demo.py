@@ -1,4 +1,4 @@
-"""A short live demonstration of the bus: ``python -m ron_kernel._demo`` (``make run``).
+"""A short live demonstration of the bus: ``python examples/bus_demo.py`` (``make demo-bus``).
 
 One publisher sends numbered events to three receivers: a batch reader, a per-message reader
 and a deliberately slow one. The slow reader falls more than ``capacity`` behind, learns exactly
@@ -63,7 +63,7 @@ async def run_demo(messages: int = 2000, capacity: int = 256) -> dict[str, dict[
 
 
 def main() -> None:
-    """Entry point of ``python -m ron_kernel._demo``."""
+    """Entry point of ``python examples/bus_demo.py``."""
     asyncio.run(run_demo())
 
 

@@ -1,6 +1,6 @@
 """Soak: restart storms, bus overflow, a config reload loop and HTTP scrapes, together, for long.
 
-``python -m ron_kernel.perf.soak --duration 3600 --interval 10 --json FILE`` (``make soak``;
+``python -m benchmarks.soak --duration 3600 --interval 10 --json FILE`` (``make soak``;
 ``make soak-smoke`` is the 2-minute CI version). One process, one event loop, one real
 :class:`~ron_kernel.kernel.Kernel` with HTTP on ``127.0.0.1:0``, and at the same time:
 
@@ -37,13 +37,12 @@ from typing import Any, TextIO
 
 import psutil
 
-from .._events import KernelEvent
-from .._logging import configure_logging
-from .._supervisor_child import ChildContext
-from ..errors import Closed, Empty, Lagged
-from ..kernel import Kernel
-from ..supervisor import Supervisor
-from ._common import machine_info, new_loop
+from benchmarks._common import machine_info, new_loop
+from ron_kernel import KernelEvent
+from ron_kernel._logging import configure_logging
+from ron_kernel.errors import Closed, Empty, Lagged
+from ron_kernel.kernel import Kernel
+from ron_kernel.supervisor import ChildContext, Supervisor
 
 __all__ = ["SoakOptions", "evaluate", "main", "run_soak"]
 

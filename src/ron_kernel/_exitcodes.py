@@ -1,0 +1,26 @@
+"""The process exit statuses of ``ron-kernel``, defined once.
+
+A leaf module (it imports nothing from the package), so the command line and the kernel can
+both use it without an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE"]
+
+EXIT_OK: Final = 0
+"""Success: the kernel drained and stopped, the config is valid, ``tail`` saw ``Shutdown``."""
+
+EXIT_FAILURE: Final = 1
+"""A runtime failure: an invalid config, an address in use, a failing ``--app`` factory, a lost
+``tail`` connection (with ``--no-retry``)."""
+
+EXIT_USAGE: Final = 2
+"""A usage error: an unknown command or flag, a missing value, a malformed ``--app`` (as
+``argparse`` and the shell convention have it)."""
+
+EXIT_INTERRUPTED: Final = 130
+"""Interrupted: 128 + SIGINT (2), the shell's status for Ctrl-C; also a second Ctrl-C/SIGTERM
+while the kernel drains."""

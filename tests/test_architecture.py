@@ -1,0 +1,152 @@
+"""The import graph of the package, read with ast: one-way dependencies, no hidden structure.
+
+* no import cycle between modules, counting imports made only for type checking;
+* no part imports the HTTP layer, the command line or the perf rigs (only the exporter
+  ``_metrics`` and the composition ``_kernel`` may reach the HTTP layer);
+* no private module imports the package root (the root only re-exports);
+* no function-local import, except in the command line (start-up speed) and for optional
+  dependencies (uvloop, opentelemetry);
+* no part reaches into another part's private state through ``metrics._...``.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "ron_kernel"
+HTTP_LAYER = {"ron_kernel._http", "ron_kernel._kernel_http"}
+MAY_USE_HTTP = {"ron_kernel._metrics", "ron_kernel._kernel", "ron_kernel.kernel"}
+OPTIONAL = ("uvloop", "opentelemetry")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[tuple[ast.stmt, str]]:
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            submodules = [f"{module}.{a.name}" for a in node.names
+                          if f"{module}.{a.name}" in MODULES]
+            if submodules and len(submodules) == len(node.names):
+                yield from ((node, sub) for sub in submodules)  # from . import _config
+            else:
+                yield node, module
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        deps = set()
+        for _, target in _imports(name, path):
+            while target and target not in MODULES and "." in target:
+                target = target.rpartition(".")[0]
+            if target in MODULES and target != name:
+                deps.add(target)
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                found.append([*stack[stack.index(dep):], dep])
+            elif dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_the_import_graph_has_no_cycle_even_at_type_level():
+    assert _cycles(_graph()) == []
+
+
+def test_a_cycle_would_be_found():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def test_no_part_imports_the_http_layer_the_cli_or_the_rigs():
+    offenders = []
+    for name, deps in _graph().items():
+        if name.startswith(("ron_kernel.cli", "ron_kernel.__main__")):
+            continue
+        for dep in deps:
+            if dep.startswith("ron_kernel.cli") or (dep in HTTP_LAYER and name not in
+                                                    MAY_USE_HTTP | HTTP_LAYER):
+                offenders.append(f"{name} -> {dep}")
+    for name, path in MODULES.items():
+        for _, target in _imports(name, path):
+            if target.startswith(("benchmarks", "ron_kernel.perf")):
+                offenders.append(f"{name} -> {target}")
+            if target.startswith("aiohttp") and name not in MAY_USE_HTTP | HTTP_LAYER and \
+                    not name.startswith("ron_kernel.cli"):
+                offenders.append(f"{name} -> {target}")
+    assert offenders == []
+
+
+def test_private_modules_never_import_the_package_root():
+    offenders = [name for name, deps in _graph().items()
+                 if "ron_kernel" in deps and name.rpartition(".")[2].startswith("_")
+                 and name != "ron_kernel.__main__"]
+    assert offenders == []
+
+
+def test_no_function_local_import_hides_structure():
+    offenders = []
+    for name, path in MODULES.items():
+        if name.startswith("ron_kernel.cli"):
+            continue  # lazy on purpose: `ron-kernel --help` must not load aiohttp
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    target = (node.module or "") if isinstance(node, ast.ImportFrom) else \
+                        node.names[0].name
+                    if not target.startswith(OPTIONAL):
+                        offenders.append(f"{name}.{fn.name}: {ast.unparse(node)}")
+    assert offenders == []
+
+
+def test_no_part_reaches_into_metrics_private_state():
+    offenders = []
+    for name, path in MODULES.items():
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if "metrics._" in code or "._kernel." in code:
+                offenders.append(f"{name}:{lineno}: {line.strip()}")
+    assert offenders == []
