@@ -934,6 +934,41 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
     return Resolved(config, sources, chosen, used, len(file_layer))
 
 
+def peek(keys: Iterable[str], path: str | os.PathLike[str] | None = None, *,
+         env: Mapping[str, str] | None = None,
+         argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The values of a few kernel ``keys`` from the sources, before the whole config is built.
+
+    For what must be known before the app's module is imported (which the full load needs for
+    its ``APP_CONFIG``): ``amnesia.enabled`` decides whether that import may write bytecode. A
+    key whose value is invalid is left out, and so is every key when a source has a problem
+    (an unreadable file may have set any of them): the full load reports it. Nothing is logged.
+    """
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    cli, cli_path = cli_layer(argv or (), problems)
+    try:
+        chosen, explicit, _how = choose_file(path, env, cli_path)
+    except ConfigError:
+        chosen, explicit = None, False
+    file_layer: Layer = {}
+    if chosen is not None and (explicit or _exists(chosen)):
+        file_layer = read_file(chosen, problems)
+    merged = merge([_default_layer(), file_layer, env_layer(env, problems), cli])
+    out: dict[str, Any] = {}
+    if problems:
+        return out
+    for key in keys:
+        fld, raw = FIELDS.get(key), merged.get(key)
+        if fld is None or raw is None:
+            continue
+        try:
+            out[key] = _coerce(fld, raw)
+        except _Bad:
+            continue
+    return out
+
+
 def file_has_settings(path: Path, cache: ParseCache | None = None) -> bool:
     """Whether ``path`` exists and sets at least one key (problems aside); never raises."""
     try:

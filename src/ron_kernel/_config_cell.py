@@ -33,7 +33,7 @@ from ._config_watch import FileWatcher, identify
 from ._errors import ConfigError
 from ._events import KernelEvent
 from ._logging import get_logger
-from ._signals import install_handlers
+from ._signals import install_shared
 from ._text import cap, printable, show_path
 from ._tracing import kernel_span
 
@@ -557,11 +557,14 @@ class ConfigCell(Generic[M]):
     def install_sighup(self) -> Callable[[], None]:
         """Reload on SIGHUP through :meth:`request_reload`; returns a function removing it.
 
-        Must be called from a coroutine (it uses ``loop.add_signal_handler``). The handler only
-        queues a request, so a storm of signals costs a few coalesced reloads. Removing puts
-        back whatever SIGHUP handler was there before.
+        Must be called from a coroutine in the main thread (it uses ``loop.add_signal_handler``;
+        ``RuntimeError`` elsewhere). The handler only queues a request, so a storm of signals
+        costs a few coalesced reloads. Several cells share the signal: two kernels in one
+        process both reload on one SIGHUP. When the last one is removed, whatever SIGHUP handler
+        was there before is back; a SIGHUP that handler deferred (``ron-kernel`` defers them
+        while it starts) is taken over: one reload, once installed.
         """
-        return install_handlers(asyncio.get_running_loop(), (signal.SIGHUP,), self._on_sighup)
+        return install_shared(signal.SIGHUP, self._on_sighup)
 
     def _on_sighup(self, sig: signal.Signals | None = None) -> None:
         self.request_reload("SIGHUP")

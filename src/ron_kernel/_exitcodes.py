@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE"]
 
 EXIT_OK: Final = 0
-"""Success: the kernel drained and stopped, the config is valid, ``tail`` saw ``Shutdown``."""
+"""Success: the kernel drained and stopped, the config is valid, ``tail`` saw ``Shutdown``; also
+``run`` stopped in order by SIGTERM before the kernel was up (nothing had started to drain)."""
 
 EXIT_FAILURE: Final = 1
 """A runtime failure: an invalid config, an address in use, a failing ``--app`` factory, a lost
@@ -22,5 +23,11 @@ EXIT_USAGE: Final = 2
 ``argparse`` and the shell convention have it)."""
 
 EXIT_INTERRUPTED: Final = 130
-"""Interrupted: 128 + SIGINT (2), the shell's status for Ctrl-C; also a second Ctrl-C/SIGTERM
-while the kernel drains."""
+"""Interrupted: 128 + SIGINT (2), the shell's status for Ctrl-C: ``run`` interrupted before the
+kernel was up, any other command interrupted; also a second Ctrl-C/SIGTERM while stopping (the
+process leaves at once)."""
+
+EXIT_TERMINATED: Final = 143
+"""Terminated: 128 + SIGTERM (15), for a command other than ``run`` that SIGTERM stopped before
+it gave its answer (``config check``, ``tail``). ``run`` ends 0 after SIGTERM: stopping is its
+job."""

@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Generic, cast
 
 from ._app_config import check_model as check_app_model
@@ -22,7 +21,8 @@ from ._health import HealthState
 from ._kernel_http import events_handler, status_handler
 from ._logging import configure_from_config, get_logger, loop_exception_handler
 from ._metrics import Metrics
-from ._signals import install_handlers, wait_for_ctrl_c
+from ._plain_signals import exit_now, in_main_thread, install_plain
+from ._signals import wait_for_ctrl_c
 from ._supervisor import Supervisor
 from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
@@ -188,8 +188,17 @@ class Kernel(Generic[M]):
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
         # undone in reverse: SIGHUP is removed first, then a queued or running reload cancelled
         self._undo.append(self.config_cell.cancel_pending_reloads)
-        if self._handle_sighup:
-            self._undo.append(self.config_cell.install_sighup())
+        if not in_main_thread():
+            # Signal handlers can only be installed in the main thread: this kernel still
+            # works, stopped by shutdown()/request_shutdown() and reloaded by its file watcher.
+            _log.warning("signal_handling_off",
+                         reason="not the main thread: SIGHUP does not reload and SIGINT/SIGTERM "
+                                "do not stop this kernel; call request_shutdown() to stop it")
+        elif self._handle_sighup:
+            try:
+                self._undo.append(self.config_cell.install_sighup())
+            except RuntimeError as exc:  # SIGHUP already served by another loop's kernel
+                _log.warning("signal_handling_off", reason=f"SIGHUP does not reload: {exc}")
         if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
@@ -211,26 +220,35 @@ class Kernel(Generic[M]):
 
         Also returns, after the drain, when :meth:`shutdown` is called from elsewhere (a
         service, an admin endpoint of the embedder). A second Ctrl-C/SIGTERM while draining
-        exits the process at once with status :data:`EXIT_SECOND_SIGNAL`.
+        exits the process at once with status :data:`EXIT_SECOND_SIGNAL`, even while the loop
+        is blocked (a plain ``signal`` handler, installed after the first signal). Outside the
+        main thread no signal is handled: only :meth:`shutdown`/:meth:`request_shutdown` stop
+        it.
         """
         await self.start()
+        main = in_main_thread()
         if self._shutdown_task is None:
-            ctrl_c = asyncio.ensure_future(wait_for_ctrl_c())
-            stop = asyncio.ensure_future(self._stop_requested.wait())
+            waiters: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(self._stop_requested.wait())]
+            if main:
+                waiters.append(asyncio.ensure_future(wait_for_ctrl_c()))
             try:
-                await asyncio.wait((ctrl_c, stop), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for waiter in (ctrl_c, stop):
+                for waiter in waiters:
                     waiter.cancel()
                 # awaiting the cancelled wait_for_ctrl_c puts the previous handlers back
-                await asyncio.gather(ctrl_c, stop, return_exceptions=True)
-            if ctrl_c.done() and not ctrl_c.cancelled():
+                await asyncio.gather(*waiters, return_exceptions=True)
+            ctrl_c = waiters[-1] if main else None
+            if ctrl_c is not None and ctrl_c.done() and not ctrl_c.cancelled():
                 failure = ctrl_c.exception()
-                if failure is not None:  # e.g. not the main thread: say so, don't drain
+                if failure is not None:
                     raise failure
                 _log.info("signal_received", reason="shutdown requested by signal")
-        restore = install_handlers(asyncio.get_running_loop(),
-                                   (signal.SIGINT, signal.SIGTERM), _exit_now)
+        # Not through the loop: a child blocking it (time.sleep in its drain) must not hold the
+        # operator's second signal.
+        restore = (install_plain((signal.SIGINT, signal.SIGTERM), _exit_now) if main
+                   else (lambda: None))
         try:
             await self.shutdown()
         finally:
@@ -315,8 +333,7 @@ class Kernel(Generic[M]):
                 quarantine_cooldown=sup.quarantine_cooldown)
 
 
-def _exit_now(sig: signal.Signals) -> None:
+def _exit_now(signum: int, frame: FrameType | None) -> None:
     """A second Ctrl-C while draining: leave at once, non-zero (the operator insisted)."""
-    print(f"ron-kernel: second {sig.name} while draining; exiting now", file=sys.stderr,
-          flush=True)
-    os._exit(EXIT_SECOND_SIGNAL)
+    exit_now(f"ron-kernel: second {signal.Signals(signum).name} while draining; exiting now",
+             EXIT_SECOND_SIGNAL)

@@ -231,6 +231,15 @@ def _level_number(level: str) -> int:
     return number
 
 
+def flush_log_stream() -> None:
+    """Flush the log stream (before ``os._exit``); never raises."""
+    stream = _settings.stream if _settings.stream is not None else sys.stderr
+    try:
+        stream.flush()
+    except Exception:
+        _settings.dropped += 1
+
+
 def dropped_lines() -> int:
     """Log lines dropped because the stream failed (process-wide, since start)."""
     return _settings.dropped

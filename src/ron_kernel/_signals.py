@@ -1,12 +1,19 @@
-"""wait_for_ctrl_c: a cooperative shutdown trigger for the running event loop."""
+"""wait_for_ctrl_c: a cooperative shutdown trigger for the running event loop; signal plumbing.
+
+``install_handlers`` runs callbacks in a loop on signals and undoes exactly that;
+``install_shared`` lets several subscribers (two kernels in one process) share one signal.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from ._plain_signals import DeferredSignal, in_main_thread
 
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
@@ -51,6 +58,10 @@ def install_handlers(loop: asyncio.AbstractEventLoop, signals: Iterable[signal.S
     ``loop.remove_signal_handler`` alone resets a signal to its default action; the returned
     function puts back whatever Python-level handler was there before (asyncio.Runner's SIGINT
     handler, a test runner's, the embedder's), so nesting and sequencing stay correct.
+
+    A previous handler that deferred a signal (:class:`~ron_kernel._plain_signals.DeferredSignal`,
+    ``ron-kernel``'s SIGHUP handler while it starts) hands it over: ``callback`` runs once for
+    it, soon after installation.
     """
     previous: dict[signal.Signals, Any] = {}
     try:
@@ -60,6 +71,9 @@ def install_handlers(loop: asyncio.AbstractEventLoop, signals: Iterable[signal.S
     except BaseException:
         _restore(loop, previous)
         raise
+    for sig, handler in previous.items():
+        if isinstance(handler, DeferredSignal) and handler.take():
+            loop.call_soon(callback, sig)
     return lambda: _restore(loop, previous)
 
 
@@ -68,3 +82,64 @@ def _restore(loop: asyncio.AbstractEventLoop, previous: dict[signal.Signals, Any
         loop.remove_signal_handler(sig)
         if handler is not None:  # None: installed from C, nothing we can put back
             signal.signal(sig, handler)
+
+
+class _Shared:
+    """One signal's handler in one loop, fanned out to every subscriber."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.callbacks: list[Callable[[signal.Signals], None]] = []
+        self.restore: Callable[[], None] = lambda: None
+
+    def fire(self, sig: signal.Signals) -> None:
+        for callback in list(self.callbacks):
+            try:
+                callback(sig)
+            except Exception as exc:  # one subscriber's failure must not starve the others
+                self.loop.call_exception_handler({
+                    "message": f"a {sig.name} subscriber failed", "exception": exc})
+
+
+_shared: dict[signal.Signals, _Shared] = {}
+
+
+def install_shared(sig: signal.Signals,
+                   callback: Callable[[signal.Signals], None]) -> Callable[[], None]:
+    """Run ``callback(sig)`` in the running loop on each ``sig``, alongside other subscribers.
+
+    Every subscriber gets every signal (two kernels in one process both reload on SIGHUP). The
+    first subscriber installs one handler (``install_handlers``: the handler that was there
+    before is put back, and a deferred signal handed over, when the last one leaves). Raises
+    ``RuntimeError`` outside the main thread, or from a loop other than the one the current
+    subscribers use (a signal can only wake one loop).
+    """
+    loop = asyncio.get_running_loop()
+    entry = _shared.get(sig)
+    if entry is not None and entry.loop is not loop and in_main_thread():
+        # The main thread runs `loop` now, so the entry's loop has finished without its
+        # subscribers leaving (a kernel never shut down): drop it, put the old handler back.
+        del _shared[sig]
+        with contextlib.suppress(Exception):
+            entry.restore()
+        entry = None
+    if entry is None:
+        if not in_main_thread():
+            raise RuntimeError(f"{sig.name} can only be handled in the main thread "
+                               "(signal handlers can only be installed there)")
+        entry = _Shared(loop)
+        entry.restore = install_handlers(loop, (sig,), entry.fire)
+        _shared[sig] = entry
+    elif entry.loop is not loop:
+        raise RuntimeError(f"{sig.name} is already handled in another event loop of this "
+                           "process (a signal can only wake one loop)")
+    entry.callbacks.append(callback)
+
+    def remove() -> None:
+        if callback in entry.callbacks:
+            entry.callbacks.remove(callback)
+        if not entry.callbacks and _shared.get(sig) is entry:
+            del _shared[sig]
+            entry.restore()
+
+    return remove

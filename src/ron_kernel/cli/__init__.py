@@ -6,16 +6,20 @@ the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses 
 :mod:`ron_kernel._exitcodes`.
 
 The subcommands are imported lazily on purpose: ``ron-kernel run`` must reach ``/readyz`` 200
-quickly, and ``ron-kernel --help`` should not pay for aiohttp or prometheus_client.
+quickly, ``ron-kernel --help`` should not pay for aiohttp or prometheus_client, and the first
+line of :func:`main` installs the process's signal handlers (:mod:`.process`) before anything
+heavy is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .._exitcodes import EXIT_INTERRUPTED, EXIT_USAGE
+from .._exitcodes import EXIT_USAGE
+from .process import Interrupted, ProcessSignals, make_exit_honest, say
 
 __all__ = ["main"]
 
@@ -83,22 +87,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit status."""
+    """Run the command line; return the process exit status.
+
+    Without ``argv`` this is the ``ron-kernel`` process itself: its signal handlers (SIGHUP
+    deferred, SIGINT/SIGTERM an orderly stop, see :mod:`.process`) stay in place until the
+    interpreter exits, and a stdout/stderr whose reader went away cannot change the exit
+    status. With ``argv`` (called from Python) the previous handlers are back on return.
+    """
+    signals = ProcessSignals(owns_process=argv is None)  # first: from here on no signal
+    signals.install()                                     # meets its default action
+    # Amnesia: nothing writes bytecode next to the code until the config says amnesia is off
+    # (run and config check decide; the other commands load no code of yours).
+    own_setting = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        return _dispatch(argv, signals, own_setting)
+    except Interrupted as stop:
+        say(f"ron-kernel: stopped by {stop.sig.name}")
+        return stop.status
+    finally:
+        signals.finish()
+        if argv is not None:
+            signals.uninstall()
+            sys.dont_write_bytecode = own_setting
+        else:
+            make_exit_honest()
+
+
+def _dispatch(argv: Sequence[str] | None, signals: ProcessSignals, own_setting: bool) -> int:
+    # the command, as far as a stop signal during parsing needs to know (run: stop is success)
+    signals.command = next((a for a in (sys.argv[1:] if argv is None else argv)
+                            if not a.startswith("-")), "")
     args = build_parser().parse_args(argv)
+    signals.command = args.command
     if args.command == "run":
         from .run import run_command
 
-        return run_command(args)
+        return run_command(args, signals=signals, dont_write_bytecode=own_setting)
     if args.command == "config":
         from .run import config_check
 
-        return config_check(args)
+        return config_check(args, dont_write_bytecode=own_setting)
     # argparse allows only the choices above, so this is `tail`
-    import asyncio
+    sys.dont_write_bytecode = own_setting
+    from .tail import check_url, tail
 
-    from .tail import tail
-
-    try:
-        return asyncio.run(tail(args.url, retry=not args.no_retry))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    why = check_url(args.url)
+    if why is not None:
+        say(f"ron-kernel tail: error: --url {args.url!r} {why} (see --help)")
+        return EXIT_USAGE
+    return signals.run_loop(lambda: tail(args.url, retry=not args.no_retry))

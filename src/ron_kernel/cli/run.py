@@ -9,15 +9,31 @@ import importlib
 import inspect
 import os
 import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from .._app_config import check_model
-from .._config import Config
-from .._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .._config import Config, peek
+from .._exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .._logging import configure_from_config, flush_log_stream, get_logger, route_process_output
+from .._text import cap, printable, show_path
 from ..config import config_argv, explain
 from ..errors import ConfigError
 from .demo import install_demo
+from .process import ProcessSignals, say
+
+LEFTOVER_GRACE = 1.0
+"""Seconds the tasks left after the drain (not supervised by the kernel) get to end once
+cancelled; then the process leaves without them."""
+
+EXIT_GRACE = 5.0
+"""Seconds the rest of the exit (closing the loop, the default executor's threads, the
+interpreter's own shutdown) may take after the drain; then the process leaves anyway."""
+
+_log = get_logger("cli")
 
 
 def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -33,22 +49,49 @@ def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
-def load_app(spec: str) -> Callable[..., Any]:
-    """Import ``module:factory`` and return the factory; ``ValueError`` naming what is wrong.
+class AppImportError(Exception):
+    """The ``--app`` module exists but its import failed (a ``SyntaxError``, or an exception
+    raised while it ran); the message is one line naming the module, the line and the error."""
 
-    The working directory is importable, as with ``python -m`` (the ``ron-kernel`` console
-    script would otherwise only see installed packages).
-    """
+
+def check_app_spec(spec: str) -> tuple[str, str]:
+    """``(module, factory)`` of ``MODULE:FACTORY``; ``ValueError`` for another shape."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"--app must be MODULE:FACTORY, got {spec!r}")
-    cwd = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
+    return module_name, attr
+
+
+def load_app(spec: str) -> Callable[..., Any]:
+    """Import ``module:factory`` and return the factory.
+
+    ``ValueError`` (a usage error) for a malformed spec, a module that does not exist or a
+    factory that is missing or not callable; :class:`AppImportError` when the module exists
+    but fails to import (its cause chained, for a debug traceback). The working directory is
+    importable, as with ``python -m`` (the ``ron-kernel`` console script would otherwise only
+    see installed packages).
+    """
+    module_name, attr = check_app_spec(spec)
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed: nothing to add
+        cwd = ""
+    if cwd and "" not in sys.path and cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise ValueError(f"--app {spec!r}: cannot import {module_name!r}: "
+                             f"{printable(str(exc))}") from exc
+        raise AppImportError(_import_failure(spec, module_name, exc)) from exc
+    except SyntaxError as exc:
+        where = f"{show_path(exc.filename or module_name)}, line {exc.lineno}"
+        raise AppImportError(f"--app {spec!r}: {module_name} has a syntax error at {where}: "
+                             f"{printable(str(exc.msg))}") from exc
+    except Exception as exc:
+        raise AppImportError(_import_failure(spec, module_name, exc)) from exc
     factory: Any = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
@@ -58,6 +101,17 @@ def load_app(spec: str) -> Callable[..., Any]:
         raise ValueError(f"--app {spec!r}: {attr!r} is not callable")
     app: Callable[..., Any] = factory
     return app
+
+
+def _import_failure(spec: str, module_name: str, exc: BaseException) -> str:
+    """One line: the module, the line of it that was running, the exception."""
+    where = ""
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if frame.f_globals.get("__name__") == module_name:
+            where = f" at {show_path(frame.f_code.co_filename)}, line {lineno}"
+    message = " ".join(printable(str(exc)).split())  # one line, whatever the message holds
+    return (f"--app {spec!r}: importing {module_name} failed{where}: "
+            f"{type(exc).__name__}: {cap(message, 500)}")
 
 
 APP_CONFIG_NAME = "APP_CONFIG"
@@ -94,12 +148,30 @@ def _load(spec: str | None) -> tuple[Callable[..., Any] | None, type[Any] | None
 
 
 async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] | None,
-                 model: type[Any] | None) -> int:
+                 model: type[Any] | None, signals: ProcessSignals) -> int:
     # Imported here, not at the top: `ron-kernel config check` shares this module and should not
     # pay for the kernel's HTTP stack (aiohttp) just to print a config.
     from ..kernel import Kernel
 
     kernel = Kernel(config, argv=argv, app_config=model)
+    try:
+        status = await _start_and_run(kernel, app)
+    except asyncio.CancelledError:
+        # A stop signal while the app factory or Kernel.start ran (the process's handler
+        # cancelled this task): stop what started, a drain if the kernel was up.
+        if signals.stop_signal is None:
+            raise
+        drained = kernel.state != "new"
+        await kernel.shutdown()
+        if not drained:
+            _log.info("stopped_while_starting", signal=signals.stop_signal.name)
+        status = signals.status(signals.stop_signal, drained=drained)
+    signals.finish()
+    await _leave_the_rest(status, owns_process=signals.owns_process)
+    return status
+
+
+async def _start_and_run(kernel: Any, app: Callable[..., Any] | None) -> int:
     if app is None:
         install_demo(kernel)
     else:
@@ -108,8 +180,8 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:  # the user's factory: report it in one line, not a traceback
-            print(f"ron-kernel: the --app factory failed: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            say(f"ron-kernel: the --app factory failed: {type(exc).__name__}: "
+                f"{' '.join(printable(str(exc)).split())}")
             return EXIT_FAILURE
     await kernel.start()
     # Everything allocated so far (modules, the kernel) lives for the whole process: freeze it
@@ -119,61 +191,155 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
     gc.freeze()
     urls = kernel.urls()
     if urls:
-        print(f"ron-kernel: observability on {urls['base']}  "
-              f"(/metrics /healthz /readyz /status /events)", flush=True)
-        print(f"ron-kernel: try `curl {urls['readyz']}` or "
-              f"`ron-kernel tail --url {urls['base']}`", flush=True)
-    print("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits", flush=True)
+        say(f"ron-kernel: observability on {urls['base']}  "
+            f"(/metrics /healthz /readyz /status /events)", sys.stdout)
+        say(f"ron-kernel: try `curl {urls['readyz']}` or "
+            f"`ron-kernel tail --url {urls['base']}`", sys.stdout)
+    say("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits", sys.stdout)
     await kernel.run()
     return EXIT_OK
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run the kernel until Ctrl-C; exit 1 (every problem listed) on an invalid config."""
-    # --app first: a usage error is one line on stderr, before any config log line.
+async def _leave_the_rest(status: int, *, owns_process: bool) -> None:
+    """After the drain: the tasks nobody supervises get ``LEFTOVER_GRACE``, then are left.
+
+    ``asyncio.Runner`` would cancel them and wait for each to finish: one that swallows its
+    cancellation would hold the process forever after ``shutdown_complete``. Here they are
+    cancelled and waited for a moment; those still running are logged by name
+    (``tasks_left_behind``), counted, and the process leaves without them
+    (``os._exit(status)`` after the logs are flushed: they are not waited for, nor are
+    ``atexit`` handlers run). A watchdog then bounds the rest of the exit (``EXIT_GRACE``).
+    """
+    me = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    for task in rest:
+        task.cancel()
+    if rest:
+        await asyncio.wait(rest, timeout=LEFTOVER_GRACE)
+    stuck = [t for t in rest if not t.done()]
+    if stuck:
+        names = sorted(printable(t.get_name()) for t in stuck)
+        _log.warning("tasks_left_behind", count=len(stuck), tasks=names[:50],
+                     grace_s=LEFTOVER_GRACE,
+                     reason="tasks not supervised by the kernel ignored their cancellation; "
+                            "the process leaves without them")
+        if owns_process:
+            flush_log_stream()
+            os._exit(status)
+    if owns_process:
+        threading.Thread(target=_exit_watchdog, args=(status,), daemon=True,
+                         name="ron-kernel-exit-watchdog").start()
+
+
+def _exit_watchdog(status: int) -> None:
+    """Leave with ``status`` if the process is still here ``EXIT_GRACE`` after the drain."""
+    time.sleep(EXIT_GRACE)
+    threads = sorted(printable(t.name) for t in threading.enumerate()
+                     if t is not threading.current_thread() and not t.daemon
+                     and t is not threading.main_thread())
+    _log.warning("exit_stalled", grace_s=EXIT_GRACE, threads=threads[:50],
+                 reason="the exit took longer than its grace after the drain; leaving anyway")
+    flush_log_stream()
+    os._exit(status)
+
+
+def run_command(args: argparse.Namespace, *, signals: ProcessSignals | None = None,
+                dont_write_bytecode: bool | None = None) -> int:
+    """Run the kernel until Ctrl-C; exit 1 (every problem listed) on an invalid config.
+
+    ``signals``: the process's handlers (installed by ``main``); ``dont_write_bytecode``: the
+    process's own setting, in force when amnesia is off (default: ``sys.dont_write_bytecode``
+    now).
+    """
+    signals = signals if signals is not None else ProcessSignals()
+    # --app's shape first: a usage error is one line on stderr, before anything else.
+    if args.app:
+        try:
+            check_app_spec(args.app)
+        except ValueError as exc:
+            say(f"ron-kernel: error: {exc}")
+            return EXIT_USAGE
+    argv = config_argv(args)
+    known = _prepare(argv, dont_write_bytecode)
+    # Everything the process prints from here is a log line (JSON or text): warnings, asyncio's
+    # abandoned tasks and never-awaited coroutines, unraisable exceptions.
+    route_process_output()
     try:
         app, model = _load(args.app)
     except ValueError as exc:
-        print(f"ron-kernel: error: {exc}", file=sys.stderr)
+        say(f"ron-kernel: error: {exc}")
         return EXIT_USAGE
-    argv = config_argv(args)
+    except AppImportError as exc:
+        _report_import_failure("ron-kernel: error:", exc, known.get("log.level"))
+        return EXIT_FAILURE
     try:
         config = Config.load(argv=argv, app=model)
     except ConfigError as exc:
-        print(f"ron-kernel: {exc}", file=sys.stderr)
+        say(f"ron-kernel: {exc}")
         return EXIT_FAILURE
+    configure_from_config(format=config.log.format, level=config.log.level,
+                          amnesia=config.amnesia.enabled)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-            return runner.run(_serve(config, argv, app, model))
+        return signals.run_loop(lambda: _serve(config, argv, app, model, signals),
+                                loop_factory=_loop_factory(args.loop))
     except OSError as exc:
-        print(f"ron-kernel: {exc}", file=sys.stderr)
+        say(f"ron-kernel: {printable(str(exc))}")
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        # Ctrl-C before the kernel was up (asyncio.Runner turns it into KeyboardInterrupt)
-        print("ron-kernel: interrupted while starting", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
-def config_check(args: argparse.Namespace) -> int:
+def _prepare(argv: list[str], dont_write_bytecode: bool | None) -> dict[str, Any]:
+    """Read ``amnesia.enabled`` and ``log.level`` before the app's module is imported.
+
+    With amnesia on, or when it cannot be told yet (a source with a problem: the full load
+    will say which), Python writes no bytecode (``__pycache__``) for the app or anything
+    imported after it.
+    """
+    known = peek(("amnesia.enabled", "log.level"), argv=argv)
+    own = sys.dont_write_bytecode if dont_write_bytecode is None else dont_write_bytecode
+    sys.dont_write_bytecode = own or known.get("amnesia.enabled") is not False
+    return known
+
+
+def _report_import_failure(prefix: str, exc: AppImportError, level: Any) -> None:
+    """One line; the traceback too with ``--log-level debug`` (or trace)."""
+    say(f"{prefix} {exc}")
+    cause = exc.__cause__
+    if level in ("debug", "trace") and cause is not None:
+        say("".join(traceback.format_exception(cause)).rstrip())
+
+
+def config_check(args: argparse.Namespace, *, dont_write_bytecode: bool | None = None) -> int:
     """Print the effective config with the source of every value; 1 with the problems if bad.
 
     With ``--app MODULE:FACTORY`` the app keys (``app.*``) are validated by the model the
-    module declares (``APP_CONFIG``) and listed with their sources too.
+    module declares (``APP_CONFIG``) and listed with their sources too. With amnesia on, the
+    app's module is imported without writing bytecode.
     """
-    try:
-        _, model = _load(getattr(args, "app", None))
-    except ValueError as exc:
-        print(f"config check: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    spec = getattr(args, "app", None)
+    if spec:
+        try:
+            check_app_spec(spec)
+        except ValueError as exc:
+            say(f"config check: error: {exc}")
+            return EXIT_USAGE
     argv = config_argv(args)
+    known = _prepare(argv, dont_write_bytecode)
+    try:
+        _, model = _load(spec)
+    except ValueError as exc:
+        say(f"config check: error: {exc}")
+        return EXIT_USAGE
+    except AppImportError as exc:
+        _report_import_failure("config check: error:", exc, known.get("log.level"))
+        return EXIT_FAILURE
     try:
         rows = explain(argv=argv, app=model)  # validates exactly as Config.load does
     except ConfigError as exc:
-        print(f"config check: {exc}", file=sys.stderr)
+        say(f"config check: {exc}")
         return EXIT_FAILURE
     width = max(len(r.key) for r in rows)
     vwidth = max(len(r.value) for r in rows)
     for row in rows:
-        print(f"{row.key:<{width}}  {row.value:<{vwidth}}  # {row.source}")
-    print("config check: ok", file=sys.stderr)
+        say(f"{row.key:<{width}}  {row.value:<{vwidth}}  # {row.source}", sys.stdout)
+    say("config check: ok")
     return EXIT_OK

@@ -6,6 +6,7 @@ import asyncio
 import random
 import sys
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -13,6 +14,27 @@ import orjson
 from .._exitcodes import EXIT_FAILURE, EXIT_OK
 
 DEFAULT_URL = "http://127.0.0.1:9909"
+
+
+def check_url(url: str) -> str | None:
+    """Why ``url`` cannot be a kernel's observability address, or ``None`` when it can.
+
+    ``http://`` or ``https://``, a host, a port from 1 to 65535 when one is given: anything
+    else is a usage error, not something to retry forever.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad IPv6 literal
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        return f"has {shown}; expected http:// or https://, e.g. {DEFAULT_URL}"
+    if not parts.hostname:
+        return f"has no host; expected e.g. {DEFAULT_URL}"
+    if port == 0:
+        return "has port 0; expected a port from 1 to 65535"
+    return None
 
 
 async def tail(url: str = DEFAULT_URL, *, retry: bool = True, out: TextIO | None = None,
@@ -23,11 +45,15 @@ async def tail(url: str = DEFAULT_URL, *, retry: bool = True, out: TextIO | None
     Returns 0 after printing ``Shutdown``. A connection that ends without one is retried with
     jittered exponential backoff (capped at ``max_backoff`` seconds), or, with ``retry=False``,
     ends the command with status 1. Lag notices from the server (``{"type":"Lagged",...}``) go
-    to ``err`` so ``out`` holds only kernel events.
+    to ``err`` so ``out`` holds only kernel events. ``ValueError`` at once for a ``url`` that
+    cannot be an observability address (:func:`check_url`).
     """
+    why = check_url(url)
+    if why is not None:
+        raise ValueError(f"url {url!r} {why}")
     out = out or sys.stdout
     err = err or sys.stderr
-    events_url = url.rstrip("/") + "/events"
+    events_url = url.strip().rstrip("/") + "/events"
     attempt = 0
     timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=None)
     async with aiohttp.ClientSession(timeout=timeout) as session:
