@@ -44,6 +44,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 10.0,
 )
+# Event-loop lag: 1 ms (timer jitter) .. 10 s (a loop that is stuck).
+LOOP_LAG_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
 
 
 class LabeledCounter:
@@ -168,6 +172,17 @@ class KernelMetrics:
         self.supervisor_quarantined = g(
             "supervisor_quarantined", "1 while a supervised child is quarantined.", ("service",))
         self.config_version = g("config_version", "Version of the applied config snapshot.")
+        # Loop health (ron_kernel._loop_health writes these; docs/METRICS.md).
+        self.event_loop_lag_seconds = h(
+            "event_loop_lag_seconds", "How late the event loop ran the lag sampler's timer.",
+            (), buckets=LOOP_LAG_BUCKETS, preset=[()])
+        self.event_loop_lag_max_seconds = g(
+            "event_loop_lag_max_seconds", "Worst sampled event-loop lag over the last 60 s.")
+        self.event_loop_blocked_total = c(
+            "event_loop_blocked_total", "Times the event loop went without a heartbeat for "
+            "observability.loop_block_threshold.")
+        self.event_loop_blocked_seconds_total = c(
+            "event_loop_blocked_seconds_total", "Seconds the detected event-loop blocks lasted.")
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family, in export order."""
