@@ -34,6 +34,7 @@ from ._events import KernelEvent
 from ._health import HealthState
 from ._kernel_http import events_handler, status_handler
 from ._logging import configure_logging, get_logger, set_amnesia, set_level
+from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor_child import ChildFn
@@ -62,6 +63,10 @@ class Kernel:
     ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
     ``/readyz``, ``/status``, ``/events``).
 
+    Loop health (lag sampler and blocked-loop watchdog, docs/RUNBOOK.md) runs from
+    :meth:`start` to the end of :meth:`shutdown`; ``loop_health=False`` leaves it out (for a
+    baseline measurement: there is no config switch, it is meant to stay on).
+
     With ``config=None`` the config is loaded from ``path``/``env``/``argv`` exactly like
     :meth:`Config.load`; reloads recompute it from the same sources. Pass a ``Config`` to use it
     as the first snapshot (reloads still read ``path``/``env``/``argv``, default: the default
@@ -73,7 +78,8 @@ class Kernel:
                  env: Mapping[str, str] | None = None,
                  argv: Sequence[str] | None = None,
                  watch_config: bool = True,
-                 handle_sighup: bool = True) -> None:
+                 handle_sighup: bool = True,
+                 loop_health: bool = True) -> None:
         if config is None:
             config = Config.load(path, env=env, argv=argv)
         else:
@@ -90,6 +96,11 @@ class Kernel:
         self.supervisor = Supervisor.from_config(
             config, bus=self.bus, metrics=self.metrics, health=health,
             config=self.config_cell.get)
+        # At merge: self.metrics.counters (the counters leaf) instead of self.metrics._kernel.
+        self._loop_health = LoopHealth(
+            self.metrics._kernel,
+            threshold=config.observability.loop_block_threshold.total_seconds(),
+        ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
@@ -129,7 +140,11 @@ class Kernel:
                 ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` answers: config version, readiness, children, bus statistics."""
+        """What ``GET /status`` answers: config version, readiness, children, bus, loop health.
+
+        ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
+        last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        """
         cfg = self.config
         now = time.monotonic()
         return {
@@ -139,6 +154,8 @@ class Kernel:
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
+            "loop": (self._loop_health.snapshot() if self._loop_health is not None
+                     else {"enabled": False}),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -156,6 +173,8 @@ class Kernel:
                           amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        if self._loop_health is not None:
+            self._loop_health.start()
         self.health.satisfy("config")
         self.health.attach_bus(self.bus)
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
@@ -246,6 +265,8 @@ class Kernel:
             self._http_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        if self._loop_health is not None:
+            self._loop_health.stop()
         self._state = "stopped"
         _log.info("shutdown_complete",
                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -270,6 +291,9 @@ class Kernel:
             set_level(new.log.level)
         if new.amnesia.enabled != old.amnesia.enabled:
             set_amnesia(new.amnesia.enabled)  # the cell already relabelled the metrics
+        threshold = new.observability.loop_block_threshold
+        if threshold != old.observability.loop_block_threshold and self._loop_health is not None:
+            self._loop_health.set_threshold(threshold.total_seconds())
         if new.pq != old.pq:
             self.health.configure_pq(new.pq.mode, new.pq.require_pq)
         if new.supervisor != old.supervisor or new.shutdown != old.shutdown:

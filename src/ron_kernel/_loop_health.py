@@ -1,0 +1,444 @@
+"""Event-loop health: a lag sampler, a blocked-loop watchdog thread, and a task dump.
+
+Three small pieces, all owned by one :class:`LoopHealth` per kernel (the task dump is a plain
+function):
+
+* **Lag sampler** (in the loop). A timer callback every ``interval`` (0.5 s) measures how late
+  the loop ran it: ``event_loop_lag_seconds`` (histogram) and ``event_loop_lag_max_seconds``
+  (gauge: the worst sample of the last ``window``, 60 s). The same samples give ``/status`` its
+  p50/p99.
+* **Heartbeat** (in the loop). A timer callback every ``threshold / 4`` writes the time it ran:
+  the only thing the watchdog reads. A plain float written by one thread and read by another is
+  atomic under the GIL; the loop is never woken from outside.
+* **Watchdog** (a daemon thread). It sleeps until the moment the loop would have been silent for
+  ``threshold`` (so about once per ``threshold`` on a healthy loop) and checks the heartbeat.
+  When it is older than ``threshold`` it samples the loop thread's stack
+  (``sys._current_frames()``), counts the block and logs one ``loop_blocked`` line; when the
+  heartbeat runs again it logs ``loop_unblocked`` with the total. The thread never calls into
+  the loop, except one ``call_soon_threadsafe`` (documented thread-safe) that tells it whether
+  the loop was closed under it.
+
+Durations are measured from the last heartbeat before the block, so they may overstate the
+block by up to one heartbeat period (``threshold / 4``). A call that holds the GIL for its whole
+duration (a C extension that does not release it) cannot be seen while it runs: the watchdog
+reports it once the call returns, with the stack at that moment.
+
+This module imports nothing of the kernel but the logger: the counter families it writes are
+handed in (:class:`LoopCounters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import math
+import os
+import sys
+import sysconfig
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Protocol, TypedDict
+
+from ._logging import get_logger
+
+DEFAULT_INTERVAL = 0.5
+"""Seconds between two lag samples."""
+
+DEFAULT_THRESHOLD = 0.1
+"""Seconds without a heartbeat after which the loop counts as blocked."""
+
+DEFAULT_WINDOW = 60.0
+"""Seconds of lag samples kept for the max gauge and the ``/status`` percentiles."""
+
+MAX_STACK = 12
+"""Frames kept in a ``loop_blocked`` stack and in each task of the task dump."""
+
+STOP_TIMEOUT = 0.5
+"""Seconds :meth:`LoopHealth.stop` waits for the watchdog thread (it normally takes < 1 ms)."""
+
+_MIN_SLEEP = 0.001
+
+
+# ----------------------------------------------------------------------------- counters
+
+
+class _Histogram(Protocol):
+    def observe(self, *labels: str, value: float) -> None: ...
+
+
+class _Gauge(Protocol):
+    def set(self, *labels: str, value: float) -> None: ...
+
+
+class _Counter(Protocol):
+    def inc(self, *labels: str, amount: float = 1.0) -> None: ...
+
+
+class LoopCounters(Protocol):
+    """The four families loop health writes (the kernel hands in its counters object)."""
+
+    @property
+    def event_loop_lag_seconds(self) -> _Histogram:
+        """Histogram (no labels) of sampled lags, buckets 1 ms .. 10 s."""
+
+    @property
+    def event_loop_lag_max_seconds(self) -> _Gauge:
+        """Gauge: the worst sampled lag over the last window."""
+
+    @property
+    def event_loop_blocked_total(self) -> _Counter:
+        """Counter: blocks detected."""
+
+    @property
+    def event_loop_blocked_seconds_total(self) -> _Counter:
+        """Counter: total seconds the detected blocks lasted."""
+
+
+# ----------------------------------------------------------------------------- stacks
+
+
+def _dir(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path)) + os.sep
+
+
+def _package_dir(name: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(name)  # finds, does not import
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec is not None else None
+    return _dir(os.path.dirname(origin)) if origin else None
+
+
+# The loop's own machinery: the kernel and uvloop (a third-party package, but no user code).
+_MACHINERY = tuple(d for d in (_dir(os.path.dirname(os.path.abspath(__file__))),
+                               _package_dir("uvloop")) if d is not None)
+_STDLIB_DIRS = tuple({_dir(sysconfig.get_paths()[name]) for name in ("stdlib", "platstdlib")})
+_THIRD_PARTY = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_user_file(filename: str) -> bool:
+    """Whether frames of ``filename`` are user code: not the kernel, uvloop, asyncio, stdlib.
+
+    Third-party packages (``site-packages``) count as user code: a blocking call usually lives
+    in one (a sync HTTP client, a database driver), called from the application.
+    """
+    if not filename or filename.startswith("<"):
+        return False  # <frozen ...>, <string>: not a file anyone can open
+    path = os.path.normcase(os.path.realpath(filename))
+    if path.startswith(_MACHINERY):
+        return False
+    if any(part in path for part in _THIRD_PARTY):
+        return True
+    return not path.startswith(_STDLIB_DIRS)
+
+
+def format_frame(frame: FrameType) -> str:
+    """``"file:line function"`` for one frame (absolute file, qualified function name)."""
+    code = frame.f_code
+    return f"{code.co_filename}:{frame.f_lineno} {code.co_qualname}"
+
+
+def blocked_stack(frame: FrameType | None, limit: int = MAX_STACK) -> list[str]:
+    """The loop thread's stack for a ``loop_blocked`` line, **innermost frame first**.
+
+    Frames of asyncio, the rest of the stdlib and ron_kernel are left out when at least one
+    frame of user code is on the stack (otherwise every frame is kept, so a loop stuck in the
+    kernel or the stdlib still says where). At most ``limit`` frames.
+    """
+    frames: list[FrameType] = []
+    while frame is not None and len(frames) < 256:
+        frames.append(frame)
+        frame = frame.f_back
+    user = [f for f in frames if is_user_file(f.f_code.co_filename)]
+    return [format_frame(f) for f in (user or frames)[:limit]]
+
+
+# ----------------------------------------------------------------------------- the watchdog
+
+
+@dataclass(slots=True)
+class _Episode:
+    """One block, from the last heartbeat before it to the first one after it."""
+
+    start: float                 # monotonic time of the last heartbeat before the block
+    detected: float              # when the watchdog noticed
+    wall: float                  # time.time() of ``start``
+    stack: list[str]
+    ended: float | None = None   # set by the first heartbeat after the block
+
+
+class LastBlock(TypedDict):
+    """The most recent block, as ``/status`` shows it."""
+
+    at: str              # ISO 8601 UTC time the loop was last seen running before the block
+    duration_ms: float   # total (so far, while ``ongoing``)
+    ongoing: bool
+    stack: list[str]     # innermost user frame first
+
+
+class LoopHealth:
+    """Lag sampler + blocked-loop watchdog for one event loop.
+
+    ``counters`` receives the four ``event_loop_*`` families (see :class:`LoopCounters`).
+    ``threshold`` (seconds) is how long the loop may go without a heartbeat before it counts as
+    blocked; ``interval`` is the lag sampling period; ``window`` the span of the max gauge and
+    the percentiles of :meth:`snapshot`. ``logger`` defaults to the kernel's ``loop`` logger.
+
+    :meth:`start` must be called in the loop's thread while it runs; :meth:`stop` from the same
+    thread. Raises ``ValueError`` for a threshold, interval or window that is not positive.
+    """
+
+    def __init__(self, counters: LoopCounters, *, threshold: float = DEFAULT_THRESHOLD,
+                 interval: float = DEFAULT_INTERVAL, window: float = DEFAULT_WINDOW,
+                 logger: Any = None) -> None:
+        for name, value in (("threshold", threshold), ("interval", interval),
+                            ("window", window)):
+            if not value > 0:
+                raise ValueError(f"loop health {name} must be > 0 seconds, got {value!r}")
+        self._counters = counters
+        self._threshold = float(threshold)
+        self._interval = float(interval)
+        self._window = float(window)
+        self._log = logger if logger is not None else get_logger("loop")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._sample_handle: asyncio.TimerHandle | None = None
+        self._sample_due = 0.0
+        self._samples: deque[tuple[float, float]] = deque()
+        self._beat_handle: asyncio.TimerHandle | None = None
+        self._last_beat = 0.0
+        # Guards _last_beat/_episode transitions between the heartbeat and the watchdog; held
+        # for microseconds, never across I/O.
+        self._lock = threading.Lock()
+        self._episode: _Episode | None = None
+        self._blocks = 0
+        self._last_block: LastBlock | None = None
+        self._stopping = False
+        self._wake = threading.Event()  # stop() and set_threshold() wake the watchdog
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ control
+
+    @property
+    def threshold(self) -> float:
+        """Seconds without a heartbeat that count as a block."""
+        return self._threshold
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`start` ran and :meth:`stop` did not."""
+        return self._loop is not None
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The watchdog thread while running (a daemon named ``ron-kernel-loop-watchdog``)."""
+        return self._thread
+
+    def set_threshold(self, seconds: float) -> None:
+        """Change the threshold at once (config reload). Call it in the loop's thread.
+
+        The heartbeat beats now and then at the new period, and the watchdog is woken to
+        recompute its sleep, so going from 10 s to 100 ms takes effect immediately.
+        """
+        if not seconds > 0:
+            raise ValueError(f"loop health threshold must be > 0 seconds, got {seconds!r}")
+        self._threshold = float(seconds)
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
+            self._beat()
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the sampler and heartbeat in the running loop, and the watchdog thread.
+
+        Idempotent. Raises ``RuntimeError`` outside a running loop.
+        """
+        if self._loop is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        now = time.monotonic()
+        self._last_beat = now
+        self._sample_due = now + self._interval
+        self._sample_handle = loop.call_later(self._interval, self._sample)
+        self._beat_handle = loop.call_later(self._threshold / 4, self._beat)
+        self._stopping = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(self._wake, loop),
+                                        name="ron-kernel-loop-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Cancel the timers, stop and join the watchdog; report a block that just ended.
+
+        Idempotent. The thread wakes at once and is joined (normally well under a millisecond;
+        at most :data:`STOP_TIMEOUT` if it is stuck writing a log line; it is a daemon, so it
+        never keeps the process alive either way).
+        """
+        if self._loop is None:
+            return
+        for handle in (self._sample_handle, self._beat_handle):
+            if handle is not None:
+                handle.cancel()
+        self._sample_handle = self._beat_handle = None
+        self._stopping = True
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(STOP_TIMEOUT)
+        self._loop = None
+        with self._lock:
+            episode = self._episode
+            if episode is not None and episode.ended is None:
+                episode.ended = time.monotonic()  # we are on the loop: it runs again
+        if episode is not None:
+            self._report_unblocked(episode)
+
+    # ------------------------------------------------------------------ in the loop
+
+    def _sample(self) -> None:
+        now = time.monotonic()
+        lag = now - self._sample_due
+        if lag < 0.0:  # timers may fire a hair early (uvloop rounds to the millisecond)
+            lag = 0.0
+        counters = self._counters
+        counters.event_loop_lag_seconds.observe(value=lag)
+        samples = self._samples
+        samples.append((now, lag))
+        cutoff = now - self._window
+        while samples[0][0] < cutoff:
+            samples.popleft()
+        counters.event_loop_lag_max_seconds.set(value=max(s[1] for s in samples))
+        self._sample_due = now + self._interval
+        loop = self._loop
+        if loop is not None:
+            self._sample_handle = loop.call_later(self._interval, self._sample)
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._last_beat = now
+            episode = self._episode
+            if episode is not None and episode.ended is None:
+                episode.ended = now  # the watchdog reports it at its next wake-up
+        loop = self._loop
+        if loop is not None:
+            self._beat_handle = loop.call_later(self._threshold / 4, self._beat)
+
+    # ------------------------------------------------------------------ in the thread
+
+    def _watch(self, wake: threading.Event, loop: asyncio.AbstractEventLoop) -> None:
+        delay: float | None = self._threshold
+        while delay is not None:
+            wake.wait(delay)
+            wake.clear()
+            if self._stopping or self._wake is not wake:  # stopped (and maybe restarted)
+                return
+            try:
+                delay = self._check(loop)
+            except Exception as exc:  # an observer never dies silently, nor takes others down
+                self._log.error("loop_watchdog_error", reason=repr(exc)[:200])
+                delay = self._threshold
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> float | None:
+        """One wake-up of the watchdog; returns how long to sleep (``None``: exit)."""
+        threshold = self._threshold
+        now = time.monotonic()
+        finished: _Episode | None = None
+        started: _Episode | None = None
+        with self._lock:
+            episode = self._episode
+            if episode is not None:
+                if episode.ended is None:
+                    return threshold / 4  # still blocked: already reported once
+                finished = episode
+                self._episode = None
+            else:
+                age = now - self._last_beat
+                if age <= threshold:
+                    # sleep until the loop could first count as blocked
+                    return max(threshold - age, _MIN_SLEEP)
+                # Sample while holding the lock: the loop cannot record a heartbeat meanwhile,
+                # so the stack is the blocking code, not an idle loop that just resumed.
+                frame = sys._current_frames().get(self._loop_thread)
+                started = self._episode = _Episode(
+                    start=self._last_beat, detected=now,
+                    wall=time.time() - age, stack=blocked_stack(frame))
+        if finished is not None:
+            self._report_unblocked(finished)
+            return _MIN_SLEEP  # look again at once: another block may already be under way
+        assert started is not None
+        try:
+            loop.call_soon_threadsafe(_nothing)  # thread-safe; raises once the loop is closed
+        except RuntimeError:
+            return None  # the loop was closed without stop(): not a block, just the end
+        self._report_blocked(started)
+        return threshold / 4
+
+    def _report_blocked(self, episode: _Episode) -> None:
+        duration = episode.detected - episode.start
+        self._blocks += 1
+        self._counters.event_loop_blocked_total.inc()
+        self._last_block = {"at": _iso(episode.wall), "duration_ms": _ms(duration),
+                            "ongoing": True, "stack": episode.stack}
+        self._log.warning("loop_blocked", duration_ms=_ms(duration),
+                          threshold_ms=_ms(self._threshold), stack=episode.stack)
+
+    def _report_unblocked(self, episode: _Episode) -> None:
+        assert episode.ended is not None
+        duration = episode.ended - episode.start
+        self._counters.event_loop_blocked_seconds_total.inc(amount=duration)
+        self._last_block = {"at": _iso(episode.wall), "duration_ms": _ms(duration),
+                            "ongoing": False, "stack": episode.stack}
+        self._log.info("loop_unblocked", duration_ms=_ms(duration), stack=episode.stack)
+
+    # ------------------------------------------------------------------ reading
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``loop`` section of ``/status``: lag percentiles, block count, the last block.
+
+        ``lag_p50_ms`` / ``lag_p99_ms`` / ``lag_max_ms`` are over the samples of the last
+        ``window_s`` seconds (``None`` before the first sample); ``blocks`` counts every block
+        since start; ``last_block`` is ``None`` or a :class:`LastBlock`.
+        """
+        now = time.monotonic()
+        lags = sorted(lag for at, lag in self._samples if at >= now - self._window)
+        return {
+            "enabled": True,
+            "threshold_ms": _ms(self._threshold),
+            "interval_s": self._interval,
+            "window_s": self._window,
+            "samples": len(lags),
+            "lag_p50_ms": _ms(_rank(lags, 0.50)) if lags else None,
+            "lag_p99_ms": _ms(_rank(lags, 0.99)) if lags else None,
+            "lag_max_ms": _ms(lags[-1]) if lags else None,
+            "blocks": self._blocks,
+            "last_block": self._last_block,
+        }
+
+
+def _nothing() -> None:
+    """Scheduled by the watchdog only to learn whether the loop is closed."""
+
+
+def _rank(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of a sorted, non-empty list."""
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def _iso(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
