@@ -442,3 +442,89 @@ def _iso(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
 
+
+# ----------------------------------------------------------------------------- the task dump
+
+
+class TaskInfo(TypedDict):
+    """One task of ``GET /debug/tasks``."""
+
+    name: str
+    child: str | None   # the supervised child owning it, from the supervisor's task name
+    coro: str           # qualified name of the task's coroutine
+    state: str          # running | pending | cancelling | done | cancelled | failed
+    stack: list[str]    # "file:line function", innermost frame first
+
+
+def task_child(name: str) -> str | None:
+    """The supervised child a task belongs to, from its name, or ``None``.
+
+    The supervisor names a child's task ``"<supervisor>/<child>"`` and its restart timer
+    ``"<supervisor>/<child>:restart"``; tasks a child creates itself keep their own names.
+    """
+    supervisor, sep, child = name.partition("/")
+    if not sep or not supervisor or not child:
+        return None
+    return child.removesuffix(":restart") or None
+
+
+def task_stack(task: asyncio.Task[Any], limit: int = MAX_STACK) -> list[str]:
+    """Where ``task`` is, innermost frame first: its coroutine and everything it awaits.
+
+    ``task.get_stack()`` stops at the task's outermost coroutine while it is suspended; this
+    follows the ``await`` chain (``cr_await``, ``ag_await``, ``gi_yieldfrom``) down to the
+    innermost coroutine, which is where the task is parked. Falls back to ``get_stack()``
+    (e.g. the traceback of a failed task) when the coroutine has no frame.
+    """
+    frames: list[FrameType] = []
+    obj: Any = task.get_coro()
+    while obj is not None and len(frames) < 256:
+        frame = _first(obj, "cr_frame", "ag_frame", "gi_frame")
+        if frame is None:
+            break
+        frames.append(frame)
+        obj = _first(obj, "cr_await", "ag_await", "gi_yieldfrom")
+    if not frames:
+        frames = task.get_stack(limit=limit)
+    frames.reverse()
+    return [format_frame(f) for f in frames[:limit]]
+
+
+def _first(obj: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _state(task: asyncio.Task[Any], current: asyncio.Task[Any] | None) -> str:
+    if task is current:
+        return "running"
+    if task.done():
+        if task.cancelled():
+            return "cancelled"
+        return "failed" if task.exception() is not None else "done"
+    return "cancelling" if task.cancelling() else "pending"
+
+
+def dump_tasks(loop: asyncio.AbstractEventLoop | None = None) -> list[TaskInfo]:
+    """Every unfinished task of ``loop`` (default: the running one), supervised children first.
+
+    Call it in the loop's thread. Each entry is a :class:`TaskInfo`.
+    """
+    if loop is None:
+        loop = asyncio.get_running_loop()
+    current = asyncio.current_task(loop)
+    out: list[TaskInfo] = []
+    for task in asyncio.all_tasks(loop):
+        coro = task.get_coro()
+        out.append({
+            "name": task.get_name(),
+            "child": task_child(task.get_name()),
+            "coro": getattr(coro, "__qualname__", None) or type(coro).__name__,
+            "state": _state(task, current),
+            "stack": task_stack(task),
+        })
+    out.sort(key=lambda t: (t["child"] is None, t["name"]))
+    return out

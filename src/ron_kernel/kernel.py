@@ -32,7 +32,7 @@ from ._bus import Bus
 from ._config import Config
 from ._events import KernelEvent
 from ._health import HealthState
-from ._kernel_http import events_handler, status_handler
+from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._logging import configure_logging, get_logger, set_amnesia, set_level
 from ._loop_health import LoopHealth
 from ._metrics import Metrics
@@ -61,7 +61,8 @@ class Kernel:
     :class:`~ron_kernel.HealthState` (which requires ``config`` and ``bus_attached``), the root
     :class:`~ron_kernel.supervisor.Supervisor`, the logging setup and, when
     ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
-    ``/readyz``, ``/status``, ``/events``).
+    ``/readyz``, ``/status``, ``/events``, and ``/debug/tasks`` when
+    ``observability.debug_endpoints`` is on).
 
     Loop health (lag sampler and blocked-loop watchdog, docs/RUNBOOK.md) runs from
     :meth:`start` to the end of :meth:`shutdown`; ``loop_health=False`` leaves it out (for a
@@ -187,6 +188,8 @@ class Kernel:
             if cfg.observability.expose_http:
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams))]
+                if cfg.observability.debug_endpoints:
+                    routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:

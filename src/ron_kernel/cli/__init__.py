@@ -44,7 +44,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser of the whole command (subcommands run, config check, tail, perf)."""
+    """Build the parser of the whole command (run, config check, tail, tasks, perf)."""
     from ron_kernel.config import add_config_arguments
 
     parser = _Parser(prog="ron-kernel", description=__doc__.splitlines()[0])
@@ -81,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
 
+    tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
+                           description="Print GET BASE_URL/debug/tasks as a table (the kernel "
+                                       "needs observability.debug_endpoints = true). Exit 0, "
+                                       "1 when unreachable or refused, 2 for a bad URL.")
+    tasks.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                       help="the kernel's observability address (default: %(default)s)")
+    tasks.add_argument("--stacks", action="store_true",
+                       help="print every frame of each task under its row")
+
     perf = sub.add_parser("perf", help="run a perf rig (same-run baseline, ratios)",
                           description="Run one perf rig; arguments after the rig name go to "
                                       "the rig (try `ron-kernel perf bus-fanout --help`).")
@@ -109,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(tail(args.url, retry=not args.no_retry))
         except KeyboardInterrupt:
             return 130
+    if args.command == "tasks":
+        from ron_kernel.cli.tasks import tasks as print_tasks
+
+        return print_tasks(args.url, out=sys.stdout, err=sys.stderr, stacks=args.stacks)
     return _perf(args.rig, args.rig_args)
 
 
