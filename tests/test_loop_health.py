@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ron_kernel import Config, _logging
-from ron_kernel._loop_health import LoopHealth, blocked_stack, is_user_file
+from ron_kernel._loop_health import LoopHealth, blocked_stack, is_user_file, loop_is_idle
 from ron_kernel._metrics import LOOP_LAG_BUCKETS, KernelMetrics, Metrics
 from ron_kernel.errors import ConfigError
 from ron_kernel.kernel import Kernel
@@ -145,6 +145,38 @@ async def test_a_loop_that_keeps_yielding_is_never_reported():
     assert log.events("loop_blocked") == [] and health.snapshot()["blocks"] == 0
 
 
+async def test_a_block_in_a_busy_loop_is_reported_and_short_stalls_are_not():
+    log = _Log()
+    health = LoopHealth(KernelMetrics(), threshold=0.25, logger=log)
+    health.start()
+    stop = asyncio.Event()
+
+    async def busy() -> None:  # short steps: the watchdog sees a busy, healthy loop
+        while not stop.is_set():
+            sum(range(2000))
+            await asyncio.sleep(0)
+
+    worker = asyncio.create_task(busy())
+    line = 0
+    try:
+        await asyncio.sleep(0.4)
+        time.sleep(0.05)  # noqa: ASYNC251 - a stall well under the threshold
+        await asyncio.sleep(0.4)
+        line = sys._getframe().f_lineno + 1
+        time.sleep(0.6)  # noqa: ASYNC251 - a block
+        await _until(lambda: len(log.events("loop_unblocked")) >= 1)
+    finally:
+        stop.set()
+        await worker
+        health.stop()
+    [blocked] = log.events("loop_blocked")
+    here = sys._getframe().f_code
+    assert blocked["stack"][0] == f"{here.co_filename}:{line} {here.co_qualname}"
+    assert 250 <= blocked["duration_ms"] < 600
+    [unblocked] = log.events("loop_unblocked")
+    assert unblocked["duration_ms"] >= 600
+
+
 async def test_the_watchdog_is_a_daemon_thread_joined_within_100ms_of_stop():
     health = LoopHealth(KernelMetrics(), threshold=0.05, logger=_Log())
     health.start()
@@ -206,6 +238,39 @@ async def test_threshold_changes_apply_at_the_next_check():
         health.set_threshold(0)
     with pytest.raises(ValueError, match="interval"):
         LoopHealth(KernelMetrics(), interval=-1)
+
+
+async def test_an_idle_loop_is_recognised_from_its_stack_and_never_probed():
+    health = LoopHealth(KernelMetrics(), threshold=0.05, logger=_Log())
+    health.start()
+    probes: list[float] = []
+    real_probe = health._probe
+
+    def counting_probe() -> None:
+        probes.append(time.monotonic())
+        real_probe()
+
+    health._probe = counting_probe  # type: ignore[method-assign]
+    loop_thread = threading.get_ident()
+    seen: dict[str, bool] = {}
+
+    def look(key: str) -> None:
+        seen[key] = loop_is_idle(sys._current_frames().get(loop_thread), health._anchor)
+
+    try:
+        timer = threading.Timer(0.1, look, args=("idle",))
+        timer.start()
+        await asyncio.sleep(0.5)  # ~10 watchdog checks of an idle loop
+        timer.join()
+        idle_probes = len(probes)
+        timer = threading.Timer(0.05, look, args=("busy",))
+        timer.start()
+        time.sleep(0.1)  # noqa: ASYNC251 - busy (here: blocked) while the timer looks
+        timer.join()
+    finally:
+        health.stop()
+    assert seen == {"idle": True, "busy": False}
+    assert idle_probes <= 1  # an idle loop is not woken (at most a check racing a sample)
 
 
 # ----------------------------------------------------------------------------- stacks

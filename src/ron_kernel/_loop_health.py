@@ -7,21 +7,24 @@ function):
   the loop ran it: ``event_loop_lag_seconds`` (histogram) and ``event_loop_lag_max_seconds``
   (gauge: the worst sample of the last ``window``, 60 s). The same samples give ``/status`` its
   p50/p99.
-* **Heartbeat** (in the loop). A timer callback every ``threshold / 4`` writes the time it ran:
-  the only thing the watchdog reads. A plain float written by one thread and read by another is
-  atomic under the GIL; the loop is never woken from outside.
-* **Watchdog** (a daemon thread). It sleeps until the moment the loop would have been silent for
-  ``threshold`` (so about once per ``threshold`` on a healthy loop) and checks the heartbeat.
-  When it is older than ``threshold`` it samples the loop thread's stack
-  (``sys._current_frames()``), counts the block and logs one ``loop_blocked`` line; when the
-  heartbeat runs again it logs ``loop_unblocked`` with the total. The thread never calls into
-  the loop, except one ``call_soon_threadsafe`` (documented thread-safe) that tells it whether
-  the loop was closed under it.
+* **Watchdog** (a daemon thread). It looks at the loop thread's innermost frame
+  (``sys._current_frames()``). A loop waiting for I/O (asyncio: in the selector's ``select``
+  under ``_run_once``; uvloop: back in the frame that started it) is healthy: it is looked at
+  again ``threshold / 2`` later and never woken. A loop running a callback is sent one probe
+  (``loop.call_soon_threadsafe``, the one thread-safe entry into a loop, and the only call the
+  thread makes into it) and looked at again ``0.8 * threshold`` later (each look at a busy loop
+  costs it a GIL hand-off). When a probe has waited ``threshold`` without running, the thread
+  samples the loop thread's stack, counts the block and logs one ``loop_blocked`` line; when the
+  probe finally runs it logs ``loop_unblocked`` with the total.
 
-Durations are measured from the last heartbeat before the block, so they may overstate the
-block by up to one heartbeat period (``threshold / 4``). A call that holds the GIL for its whole
-duration (a C extension that does not release it) cannot be seen while it runs: the watchdog
-reports it once the call returns, with the stack at that moment.
+A healthy loop runs a probe within milliseconds, so stalls shorter than ``threshold`` are never
+reported, and a block is reported between ``threshold`` and ``1.5 * threshold`` after it began
+when the loop was idle before it (``1.8 * threshold`` at worst from a busy loop). Durations are
+measured from the last sign of life before the block (an idle-stack observation or a probe that
+ran), so they overstate it by up to about ``threshold / 2``. A call that holds the GIL for its
+whole duration (a C extension that does not release it) cannot be seen while it runs: the
+watchdog reports it once the call returns, with the stack at that moment. A loop closed
+without :meth:`LoopHealth.stop` ends the thread quietly (the probe is refused).
 
 This module imports nothing of the kernel but the logger: the counter families it writes are
 handed in (:class:`LoopCounters`).
@@ -30,10 +33,13 @@ handed in (:class:`LoopCounters`).
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events
+import asyncio.events
 import functools
 import importlib.util
 import math
 import os
+import selectors
 import sys
 import sysconfig
 import threading
@@ -41,7 +47,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, Protocol, TypedDict
 
 from ._logging import get_logger
@@ -58,11 +64,13 @@ DEFAULT_WINDOW = 60.0
 MAX_STACK = 12
 """Frames kept in a ``loop_blocked`` stack and in each task of the task dump."""
 
+BUSY_RECHECK = 0.8
+"""A busy loop is sent a probe every ``BUSY_RECHECK * threshold`` (an idle one is only looked
+at, every ``threshold / 2``). A block is then reported at most ``(1 + BUSY_RECHECK) *
+threshold`` after it began."""
+
 STOP_TIMEOUT = 0.5
 """Seconds :meth:`LoopHealth.stop` waits for the watchdog thread (it normally takes < 1 ms)."""
-
-_MIN_SLEEP = 0.001
-
 
 # ----------------------------------------------------------------------------- counters
 
@@ -160,24 +168,78 @@ def blocked_stack(frame: FrameType | None, limit: int = MAX_STACK) -> list[str]:
     return [format_frame(f) for f in (user or frames)[:limit]]
 
 
+# ----------------------------------------------------------------------------- idle loops
+
+
+def _idle_select_codes() -> frozenset[CodeType]:
+    codes = set()
+    for name in ("SelectSelector", "PollSelector", "EpollSelector", "DevpollSelector",
+                 "KqueueSelector"):
+        cls = getattr(selectors, name, None)
+        select = getattr(cls, "select", None)
+        code = getattr(select, "__code__", None)
+        if code is not None:
+            codes.add(code)
+    return frozenset(codes)
+
+
+# asyncio's own loop waits in a selector's select() called by BaseEventLoop._run_once.
+_SELECT_CODES = _idle_select_codes()
+_RUN_ONCE_CODE: CodeType = asyncio.base_events.BaseEventLoop._run_once.__code__  # type: ignore[attr-defined]
+_HANDLE_RUN_CODE: CodeType = asyncio.events.Handle._run.__code__
+
+
+def _loop_anchor() -> FrameType | None:
+    """The Python frame under a loop written in C (uvloop), seen from a running task.
+
+    A task's outermost coroutine frame is called from the loop: from ``Handle._run`` in
+    asyncio's pure-Python loop, or straight from C in uvloop, whose ``f_back`` is then the
+    frame that called ``run_until_complete``/``run_forever``. While such a loop waits for
+    I/O, that frame is the innermost Python frame of its thread.
+    """
+    task = asyncio.current_task()
+    frame: FrameType | None = getattr(task.get_coro(), "cr_frame", None) if task else None
+    parent = frame.f_back if frame is not None else None
+    if parent is None or parent.f_code is _HANDLE_RUN_CODE:
+        return None
+    return parent
+
+
+def loop_is_idle(frame: FrameType | None, anchor: FrameType | None = None) -> bool:
+    """Whether the loop thread whose innermost frame is ``frame`` is waiting for I/O.
+
+    asyncio's loop: the frame is a selector's ``select`` called by ``_run_once``. A loop in C
+    (uvloop): the frame is ``anchor`` (see :func:`_loop_anchor`). Anything else is running a
+    callback, which may be the block.
+    """
+    if frame is None:
+        return False
+    if anchor is not None and frame is anchor:
+        return True
+    if frame.f_code in _SELECT_CODES:
+        back = frame.f_back
+        return back is not None and back.f_code is _RUN_ONCE_CODE
+    return False
+
+
 # ----------------------------------------------------------------------------- the watchdog
 
 
 @dataclass(slots=True)
 class _Episode:
-    """One block, from the last heartbeat before it to the first one after it."""
+    """One block, from the last sign of life before it to the first one after it."""
 
-    start: float                 # monotonic time of the last heartbeat before the block
+    start: float                 # monotonic time the loop was last known responsive
     detected: float              # when the watchdog noticed
     wall: float                  # time.time() of ``start``
     stack: list[str]
-    ended: float | None = None   # set by the first heartbeat after the block
+    ended: float | None = None   # set by the first probe the loop runs after the block
 
 
 class LastBlock(TypedDict):
     """The most recent block, as ``/status`` shows it."""
 
-    at: str              # ISO 8601 UTC time the loop was last seen running before the block
+    at: str              # ISO 8601 UTC time the loop was last seen responsive before it
     duration_ms: float   # total (so far, while ``ongoing``)
     ongoing: bool
     stack: list[str]     # innermost user frame first
@@ -187,12 +249,13 @@ class LoopHealth:
     """Lag sampler + blocked-loop watchdog for one event loop.
 
     ``counters`` receives the four ``event_loop_*`` families (see :class:`LoopCounters`).
-    ``threshold`` (seconds) is how long the loop may go without a heartbeat before it counts as
+    ``threshold`` (seconds) is how long the loop may stay unresponsive before it counts as
     blocked; ``interval`` is the lag sampling period; ``window`` the span of the max gauge and
     the percentiles of :meth:`snapshot`. ``logger`` defaults to the kernel's ``loop`` logger.
 
-    :meth:`start` must be called in the loop's thread while it runs; :meth:`stop` from the same
-    thread. Raises ``ValueError`` for a threshold, interval or window that is not positive.
+    :meth:`start` must be called from a task of the loop (it learns what the loop's thread
+    looks like while idle); :meth:`stop` from the same thread. Raises ``ValueError`` for a
+    threshold, interval or window that is not positive.
     """
 
     def __init__(self, counters: LoopCounters, *, threshold: float = DEFAULT_THRESHOLD,
@@ -209,26 +272,29 @@ class LoopHealth:
         self._log = logger if logger is not None else get_logger("loop")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._anchor: FrameType | None = None
         self._sample_handle: asyncio.TimerHandle | None = None
         self._sample_due = 0.0
         self._samples: deque[tuple[float, float]] = deque()
-        self._beat_handle: asyncio.TimerHandle | None = None
-        self._last_beat = 0.0
-        # Guards _last_beat/_episode transitions between the heartbeat and the watchdog; held
-        # for microseconds, never across I/O.
+        # Shared between the loop (probe callback) and the watchdog; the lock is held for
+        # microseconds and never across I/O or a call into the loop.
         self._lock = threading.Lock()
+        self._alive_at = 0.0                # last time the loop was known responsive
+        self._probe_sent: float | None = None
         self._episode: _Episode | None = None
         self._blocks = 0
         self._last_block: LastBlock | None = None
         self._stopping = False
-        self._wake = threading.Event()  # stop() and set_threshold() wake the watchdog
+        # The watchdog sleeps by acquiring this held lock with a timeout; stop() and
+        # set_threshold() release it to wake it early (cheaper per wake-up than an Event).
+        self._wake = _new_wake()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ control
 
     @property
     def threshold(self) -> float:
-        """Seconds without a heartbeat that count as a block."""
+        """Seconds of unresponsiveness that count as a block."""
         return self._threshold
 
     @property
@@ -242,21 +308,14 @@ class LoopHealth:
         return self._thread
 
     def set_threshold(self, seconds: float) -> None:
-        """Change the threshold at once (config reload). Call it in the loop's thread.
-
-        The heartbeat beats now and then at the new period, and the watchdog is woken to
-        recompute its sleep, so going from 10 s to 100 ms takes effect immediately.
-        """
+        """Change the threshold at once (config reload): the watchdog is woken to use it."""
         if not seconds > 0:
             raise ValueError(f"loop health threshold must be > 0 seconds, got {seconds!r}")
         self._threshold = float(seconds)
-        if self._beat_handle is not None:
-            self._beat_handle.cancel()
-            self._beat()
-        self._wake.set()
+        _wake_up(self._wake)
 
     def start(self) -> None:
-        """Start the sampler and heartbeat in the running loop, and the watchdog thread.
+        """Start the sampler in the running loop, and the watchdog thread.
 
         Idempotent. Raises ``RuntimeError`` outside a running loop.
         """
@@ -265,19 +324,20 @@ class LoopHealth:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        self._anchor = _loop_anchor()
         now = time.monotonic()
-        self._last_beat = now
+        self._alive_at = now
+        self._probe_sent = None
         self._sample_due = now + self._interval
         self._sample_handle = loop.call_later(self._interval, self._sample)
-        self._beat_handle = loop.call_later(self._threshold / 4, self._beat)
         self._stopping = False
-        self._wake = threading.Event()
+        self._wake = _new_wake()
         self._thread = threading.Thread(target=self._watch, args=(self._wake, loop),
                                         name="ron-kernel-loop-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Cancel the timers, stop and join the watchdog; report a block that just ended.
+        """Cancel the sampler, stop and join the watchdog; report a block that just ended.
 
         Idempotent. The thread wakes at once and is joined (normally well under a millisecond;
         at most :data:`STOP_TIMEOUT` if it is stuck writing a log line; it is a daemon, so it
@@ -285,18 +345,18 @@ class LoopHealth:
         """
         if self._loop is None:
             return
-        for handle in (self._sample_handle, self._beat_handle):
-            if handle is not None:
-                handle.cancel()
-        self._sample_handle = self._beat_handle = None
+        if self._sample_handle is not None:
+            self._sample_handle.cancel()
+            self._sample_handle = None
         self._stopping = True
-        self._wake.set()
+        _wake_up(self._wake)
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(STOP_TIMEOUT)
         self._loop = None
+        self._anchor = None
         with self._lock:
-            episode = self._episode
+            episode, self._episode = self._episode, None
             if episode is not None and episode.ended is None:
                 episode.ended = time.monotonic()  # we are on the loop: it runs again
         if episode is not None:
@@ -322,66 +382,85 @@ class LoopHealth:
         if loop is not None:
             self._sample_handle = loop.call_later(self._interval, self._sample)
 
-    def _beat(self) -> None:
+    def _probe(self) -> None:
+        """Run by the loop when the watchdog asks (``call_soon_threadsafe``): it is alive."""
         now = time.monotonic()
         with self._lock:
-            self._last_beat = now
+            self._alive_at = now
+            self._probe_sent = None
             episode = self._episode
             if episode is not None and episode.ended is None:
                 episode.ended = now  # the watchdog reports it at its next wake-up
-        loop = self._loop
-        if loop is not None:
-            self._beat_handle = loop.call_later(self._threshold / 4, self._beat)
 
     # ------------------------------------------------------------------ in the thread
 
-    def _watch(self, wake: threading.Event, loop: asyncio.AbstractEventLoop) -> None:
-        delay: float | None = self._threshold
+    def _watch(self, wake: threading.Lock, loop: asyncio.AbstractEventLoop) -> None:
+        delay: float | None = self._threshold / 2
         while delay is not None:
-            wake.wait(delay)
-            wake.clear()
+            wake.acquire(timeout=delay)  # held already: returns on timeout or _wake_up()
             if self._stopping or self._wake is not wake:  # stopped (and maybe restarted)
                 return
             try:
                 delay = self._check(loop)
             except Exception as exc:  # an observer never dies silently, nor takes others down
                 self._log.error("loop_watchdog_error", reason=repr(exc)[:200])
-                delay = self._threshold
+                delay = self._threshold / 2
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> float | None:
-        """One wake-up of the watchdog; returns how long to sleep (``None``: exit)."""
+        """One wake-up of the watchdog; returns the next sleep.
+
+        An idle loop is recognised from its thread's stack and costs nothing more. A busy one
+        is sent a probe; the loop counts as blocked once that probe has waited ``threshold``
+        (a healthy loop runs it within milliseconds, so shorter stalls are never reported).
+        Returns ``None`` when the loop was closed.
+        """
         threshold = self._threshold
+        period = threshold / 2
         now = time.monotonic()
         finished: _Episode | None = None
         started: _Episode | None = None
+        send_probe = False
         with self._lock:
             episode = self._episode
             if episode is not None:
                 if episode.ended is None:
-                    return threshold / 4  # still blocked: already reported once
-                finished = episode
-                self._episode = None
+                    return period  # still blocked: reported once, the probe is waiting
+                finished, self._episode = episode, None
             else:
-                age = now - self._last_beat
-                if age <= threshold:
-                    # sleep until the loop could first count as blocked
-                    return max(threshold - age, _MIN_SLEEP)
-                # Sample while holding the lock: the loop cannot record a heartbeat meanwhile,
-                # so the stack is the blocking code, not an idle loop that just resumed.
                 frame = sys._current_frames().get(self._loop_thread)
-                started = self._episode = _Episode(
-                    start=self._last_beat, detected=now,
-                    wall=time.time() - age, stack=blocked_stack(frame))
+                if loop_is_idle(frame, self._anchor):
+                    self._alive_at = now
+                elif self._probe_sent is not None and now - self._probe_sent >= threshold:
+                    # Sampled under the lock: the loop cannot answer the probe meanwhile, so
+                    # the stack is the blocking code, not a loop that just resumed.
+                    age = now - self._alive_at
+                    started = self._episode = _Episode(
+                        start=self._alive_at, detected=now, wall=time.time() - age,
+                        stack=blocked_stack(frame))
+                elif self._probe_sent is None:
+                    self._probe_sent = now
+                    send_probe = True
+                del frame
         if finished is not None:
             self._report_unblocked(finished)
-            return _MIN_SLEEP  # look again at once: another block may already be under way
-        assert started is not None
-        try:
-            loop.call_soon_threadsafe(_nothing)  # thread-safe; raises once the loop is closed
-        except RuntimeError:
-            return None  # the loop was closed without stop(): not a block, just the end
-        self._report_blocked(started)
-        return threshold / 4
+            return period
+        if send_probe or started is not None:
+            try:
+                # thread-safe by contract; raises once the loop is closed
+                loop.call_soon_threadsafe(self._probe)
+            except RuntimeError:
+                return None  # closed without stop(): not a block, just the end
+        if started is not None:
+            self._report_blocked(started)
+            return period
+        if send_probe:
+            # A healthy loop has run it long before this; each wake-up while the loop is busy
+            # costs it a GIL hand-off, so busy loops are looked at less often than idle ones.
+            return threshold * BUSY_RECHECK
+        sent = self._probe_sent
+        if sent is not None:  # the probe waits: look again when it reaches the threshold
+            return max(sent + threshold - time.monotonic() + 0.0005, 0.0005)
+        return period
 
     def _report_blocked(self, episode: _Episode) -> None:
         duration = episode.detected - episode.start
@@ -425,8 +504,17 @@ class LoopHealth:
         }
 
 
-def _nothing() -> None:
-    """Scheduled by the watchdog only to learn whether the loop is closed."""
+def _new_wake() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
+def _wake_up(lock: threading.Lock) -> None:
+    try:
+        lock.release()
+    except RuntimeError:
+        pass  # already released, the watchdog has not slept again yet: it is awake
 
 
 def _rank(ordered: list[float], q: float) -> float:
