@@ -1,4 +1,4 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events, run perf rigs.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, list tasks, run rigs.
 
 Imports are lazy on purpose: ``ron-kernel run`` must reach ``/readyz`` 200 quickly, and
 ``ron-kernel --help`` should not pay for aiohttp, pydantic or prometheus_client.
