@@ -197,8 +197,9 @@ def throughput(flavor: str, messages: int, pairs: int) -> dict[str, Any]:
     """Bus fan-out rate in a running kernel with loop health on vs off (the same kernel and
     loop, health stopped/started between rounds, ABBA order); median of the pair ratios."""
     on, off = _run(flavor, _throughput_pairs(messages, pairs))
-    pair_ratios = [a / b for a, b in zip(on, off, strict=True)]
+    pair_ratios = sorted(a / b for a, b in zip(on, off, strict=True))
     return {"loop": flavor, "messages": messages, "pairs": pairs,
+            "ratio_q1": _pct(pair_ratios, 0.25), "ratio_q3": _pct(pair_ratios, 0.75),
             "on_median": statistics.median(on), "off_median": statistics.median(off),
             "on_best": max(on), "off_best": max(off),
             "ratio_median_of_pairs": statistics.median(pair_ratios),
@@ -349,11 +350,12 @@ def report(results: dict[str, Any]) -> str:
                      f"{r['cost_pct']:>+9.3f}%{r['watchdog_thread_pct']:>17.3f}%")
     lines += ["", "Bus 1 -> 8 recv_many, 128 B, in a running kernel (M msgs/s)"]
     lines.append(f"{'loop':<8}{'off med':>9}{'on med':>9}{'off best':>10}{'on best':>9}"
-                 f"{'on/off (pairs)':>16}{'on/off (best)':>15}")
+                 f"{'on/off (pairs)':>16}{'IQR':>14}{'on/off (best)':>15}")
     for r in results["throughput"]:
         lines.append(f"{r['loop']:<8}{r['off_median'] / 1e6:>9.3f}{r['on_median'] / 1e6:>9.3f}"
                      f"{r['off_best'] / 1e6:>10.3f}{r['on_best'] / 1e6:>9.3f}"
-                     f"{r['ratio_median_of_pairs']:>16.3f}{r['ratio_best']:>15.3f}")
+                     f"{r['ratio_median_of_pairs']:>16.3f}"
+                     f"{r['ratio_q1']:>8.3f}-{r['ratio_q3']:.3f}{r['ratio_best']:>15.3f}")
     lines += ["", f"Detection: block start -> loop_blocked written (threshold "
                   f"{THRESHOLD * 1000:.0f} ms, blocks of {BLOCK * 1000:.0f} ms), ms"]
     lines.append(f"{'loop':<8}{'before':<6}{'blocks':>7}{'p50':>8}{'p95':>8}{'max':>8}"
@@ -398,7 +400,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     loops = [x.strip() for x in args.loops.split(",") if x.strip()]
     quick = args.quick
     idle_s, idle_rounds = (2.0, 2) if quick else (10.0, 3)
-    messages, tp_pairs = (200_000, 8) if quick else (300_000, 40)
+    messages, tp_pairs = (200_000, 10) if quick else (400_000, 100)
     blocks, base_blocks = (10, 3) if quick else (50, 10)
     busy_blocks, busy_base = (5, 0) if quick else (20, 5)
     from importlib.metadata import version

@@ -21,10 +21,10 @@ A healthy loop runs a probe within milliseconds, so stalls shorter than ``thresh
 reported, and a block is reported between ``threshold`` and ``1.5 * threshold`` after it began
 when the loop was idle before it (``1.8 * threshold`` at worst from a busy loop). Durations are
 measured from the last sign of life before the block (an idle-stack observation or a probe that
-ran), so they overstate it by up to about ``threshold / 2``. A call that holds the GIL for its
-whole duration (a C extension that does not release it) cannot be seen while it runs: the
-watchdog reports it once the call returns, with the stack at that moment. A loop closed
-without :meth:`LoopHealth.stop` ends the thread quietly (the probe is refused).
+ran), so they are an upper bound, typically a few tens of milliseconds over. A call that holds
+the GIL for its whole duration (a C extension that does not release it) cannot be seen while it
+runs: the watchdog reports it once the call returns, with the stack at that moment. A loop
+closed without :meth:`LoopHealth.stop` ends the thread quietly (the probe is refused).
 
 This module imports nothing of the kernel but the logger: the counter families it writes are
 handed in (:class:`LoopCounters`).
