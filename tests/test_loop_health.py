@@ -222,6 +222,29 @@ def test_a_loop_closed_without_stop_ends_the_watchdog_silently():
     assert log.events("loop_blocked") == []
 
 
+async def test_a_failing_check_is_logged_and_the_watchdog_keeps_watching():
+    log = _Log()
+    health = LoopHealth(KernelMetrics(), threshold=0.05, logger=log)
+    real_check = health._check
+    calls: list[int] = []
+
+    def flaky_check(loop: asyncio.AbstractEventLoop) -> float | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("boom")
+        return real_check(loop)
+
+    health._check = flaky_check  # type: ignore[method-assign]
+    health.start()
+    try:
+        await _until(lambda: len(calls) >= 3)
+        assert health.thread is not None and health.thread.is_alive()
+    finally:
+        health.stop()
+    [error] = log.events("loop_watchdog_error")
+    assert "boom" in error["reason"]
+
+
 async def test_threshold_changes_apply_at_the_next_check():
     log = _Log()
     health = LoopHealth(KernelMetrics(), threshold=10.0, logger=log)
