@@ -279,7 +279,7 @@ async def _detect_once(flavor: str, blocks: int, on: bool, debug_mode: bool,
             stop_busy = asyncio.Event()
             busy_task = asyncio.create_task(_busy_work(stop_busy)) if busy else None
             for i in range(blocks):
-                # a random phase against the heartbeat, as in real life
+                # a random phase against the watchdog, as in real life
                 await asyncio.sleep(random.uniform(0.05, 0.15))
                 done.clear()
                 go.set()

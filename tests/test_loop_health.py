@@ -198,7 +198,7 @@ async def test_a_block_that_ends_right_before_stop_is_still_reported_once():
     health.start()
     await asyncio.sleep(0.02)
     time.sleep(0.3)  # noqa: ASYNC251 - the watchdog logs loop_blocked meanwhile
-    health.stop()    # first thing the loop does afterwards: no heartbeat ran
+    health.stop()    # first thing the loop does afterwards: no probe ran
     assert len(log.events("loop_blocked")) == 1
     [unblocked] = log.events("loop_unblocked")
     assert unblocked["duration_ms"] >= 300
@@ -215,7 +215,7 @@ def test_a_loop_closed_without_stop_ends_the_watchdog_silently():
 
     loop.run_until_complete(start())
     thread = health.thread
-    loop.close()  # nobody called stop(): the heartbeat simply never runs again
+    loop.close()  # nobody called stop(): the next probe is refused
     assert thread is not None
     thread.join(5)
     assert not thread.is_alive()
@@ -251,7 +251,7 @@ async def test_threshold_changes_apply_at_the_next_check():
     health.start()
     try:
         health.set_threshold(0.05)
-        await asyncio.sleep(0.05)  # the next heartbeat uses the new period
+        await asyncio.sleep(0.05)  # the woken watchdog uses the new threshold
         time.sleep(0.3)  # noqa: ASYNC251
         await _until(lambda: len(log.events("loop_unblocked")) == 1)
     finally:

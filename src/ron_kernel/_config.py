@@ -231,7 +231,7 @@ class ObservabilityConfig:
     """``[observability]``: the HTTP endpoints, loop-health threshold and debug endpoints.
 
     ``expose_http``/``addr``: whether and where /metrics, /healthz, /readyz are served.
-    ``loop_block_threshold``: how long the event loop may go without a heartbeat before the
+    ``loop_block_threshold``: how long the event loop may run no callback before the
     watchdog reports it blocked (10ms..1h). ``debug_endpoints``: serve ``GET /debug/tasks``.
     """
 
@@ -327,7 +327,7 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
            help="bind address of the observability endpoints"),
     _dur("observability.loop_block_threshold", "RONK_OBS_LOOP_BLOCK_THRESHOLD",
          "--obs-loop-block-threshold", IMMEDIATE, MIN_LOOP_BLOCK_THRESHOLD,
-         "the event loop counts as blocked after this long without a heartbeat",
+         "the event loop counts as blocked after running no callback this long",
          hi=MAX_LOOP_BLOCK_THRESHOLD),
     _Field("observability.debug_endpoints", "bool", "RONK_OBS_DEBUG_ENDPOINTS",
            "--obs-debug-endpoints", NEXT_START, f"a boolean: {_BOOL_WORDS}",

@@ -56,7 +56,7 @@ DEFAULT_INTERVAL = 0.5
 """Seconds between two lag samples."""
 
 DEFAULT_THRESHOLD = 0.1
-"""Seconds without a heartbeat after which the loop counts as blocked."""
+"""Seconds a watchdog probe may wait in the loop before the loop counts as blocked."""
 
 DEFAULT_WINDOW = 60.0
 """Seconds of lag samples kept for the max gauge and the ``/status`` percentiles."""

@@ -179,7 +179,7 @@ class KernelMetrics:
         self.event_loop_lag_max_seconds = g(
             "event_loop_lag_max_seconds", "Worst sampled event-loop lag over the last 60 s.")
         self.event_loop_blocked_total = c(
-            "event_loop_blocked_total", "Times the event loop went without a heartbeat for "
+            "event_loop_blocked_total", "Times the event loop ran no callback for "
             "observability.loop_block_threshold.")
         self.event_loop_blocked_seconds_total = c(
             "event_loop_blocked_seconds_total", "Seconds the detected event-loop blocks lasted.")
