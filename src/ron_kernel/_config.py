@@ -68,6 +68,11 @@ METRICS_ADDR_ALIAS = "RON_KERNEL_METRICS_ADDR"
 MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
 MAX_FILE_BYTES = 1 << 20
+# A control token is a bearer secret in an HTTP header: long enough not to be guessed, short and
+# plain enough to be one header value.
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 256
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -118,10 +123,16 @@ class PqConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObservabilityConfig:
-    """``[observability]``: whether and where the kernel serves /metrics, /healthz, /readyz."""
+    """``[observability]``: whether and where the kernel serves /metrics, /healthz, /readyz.
+
+    ``control_token``: the Bearer token of ``POST /control/*``; empty (the default) turns the
+    control routes off (they answer 404).
+    """
 
     expose_http: bool = False
     addr: str = "127.0.0.1:0"
+    # Secret: redacted by name everywhere, and kept out of repr() so no traceback shows it.
+    control_token: str = field(default="", repr=False)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -159,7 +170,7 @@ _SECTIONS: dict[str, type[Any]] = {
 @dataclass(frozen=True, slots=True)
 class _Field:
     key: str
-    kind: str  # duration | int | bool | enum | addr
+    kind: str  # duration | int | bool | enum | addr | token
     env: str
     flag: str
     reload: str
@@ -211,6 +222,11 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
     _Field("observability.addr", "addr", "RONK_OBS_ADDR", "--obs-addr", NEXT_START,
            "host:port such as 127.0.0.1:9909 ([::1]:9909 for IPv6)",
            help="bind address of the observability endpoints"),
+    _Field("observability.control_token", "token", "RONK_CONTROL_TOKEN",
+           "--obs-control-token", IMMEDIATE,
+           f"empty (control routes off) or {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable "
+           "ASCII characters without spaces",
+           help="Bearer token of POST /control/*; empty turns them off (prefer the env var)"),
     _Field("log.format", "enum", "RONK_LOG_FORMAT", "--log-format", IMMEDIATE,
            "one of json, text", choices=LOG_FORMATS, help="log format"),
     _Field("log.level", "enum", "RONK_LOG_LEVEL", "--log-level", IMMEDIATE,
@@ -686,6 +702,15 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
         raise _Bad(f"got {_type_name(value)}")
     if not isinstance(value, str):
         raise _Bad(f"got {_type_name(value)}")
+    if fld.kind == "token":
+        # never strip or echo: the reason says what is wrong, the value stays redacted
+        if value == "":
+            return value
+        if not _TOKEN.fullmatch(value):
+            raise _Bad("holds spaces, control or non-ASCII characters")
+        if not MIN_TOKEN_CHARS <= len(value) <= MAX_TOKEN_CHARS:
+            raise _Bad(f"{len(value)} characters")
+        return value
     if fld.kind == "enum":
         word = value.strip().lower()
         if word not in fld.choices:
