@@ -12,7 +12,8 @@ so nothing is told to whom it should not be:
    SHA-256 digests, so not even the token's length leaks);
 5. an unknown child: 404 listing the known names; an action that does not apply (``release``
    of a child that is not quarantined, a ``restart`` already running): 409;
-6. the action: 200 ``{"ok": true, ...}``; a rejected reload 422 with its problems.
+6. the action: 200 ``{"ok": true, ...}``; a rejected reload 422 with its problems. A reload is
+   the same coalesced, off-loop reload as SIGHUP (``ConfigCell.request_reload``).
 
 Each request counts ``control_requests_total{action,outcome}`` and is logged with the peer
 address and what was asked, never with the token. The token is read from the current config on
@@ -30,8 +31,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ._config_cell import ReloadRecord
 from ._counters import KernelCounters
-from ._errors import ConfigError
 from ._http import Handler, accepts_body, read_body
 from ._kernel_http import encode_json
 from ._logging import get_logger
@@ -57,8 +58,8 @@ _log = get_logger("control")
 class Reloader(Protocol):
     """What ``POST /control/reload`` needs of a :class:`~ron_kernel.config.ConfigCell`."""
 
-    def reload(self) -> bool:
-        """Recompute, validate and swap the config; ``False`` when rejected."""
+    def request_reload(self, trigger: str = "request") -> asyncio.Future[bool]:
+        """Ask for a reload (read off the loop, coalesced); a future of its outcome."""
         ...
 
     @property
@@ -67,8 +68,8 @@ class Reloader(Protocol):
         ...
 
     @property
-    def last_error(self) -> ConfigError | None:
-        """The error of the most recent rejected reload."""
+    def last_reload(self) -> ReloadRecord | None:
+        """What the most recent reload did."""
         ...
 
 
@@ -270,12 +271,22 @@ def control_routes(*, token: Callable[[], str], supervisor: Supervisor, reloader
         if refused is not None:
             return refused
         before = reloader.version
-        if not reloader.reload():
-            error = reloader.last_error
+        # the same coalesced, off-loop reload as SIGHUP; shielded so a client hanging up
+        # does not cancel a reload other requesters wait for
+        future = reloader.request_reload("control")
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if not future.cancelled():
+                raise  # this handler was cancelled, not the reload
+            return answer(request, "reload", "shutting_down", 503,
+                          {"ok": False, "error": "the kernel is shutting down; no reload"})
+        record = reloader.last_reload
+        if record is not None and record.outcome == "rejected":
             return answer(request, "reload", "rejected", 422,
                           {"ok": False, "error": "config reload rejected; the previous "
-                                                 "config is kept", "version": before,
-                           "problems": list(error.problems) if error is not None else []})
+                                                 "config is kept", "version": record.version,
+                           "problems": list(record.problems)})
         after = reloader.version
         return answer(request, "reload", "ok", 200,
                       {"ok": True, "action": "reload",

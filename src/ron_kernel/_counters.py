@@ -203,7 +203,7 @@ class KernelCounters:
             "control_requests_total",
             "Requests to /control/* by action (release, restart, reload) and outcome (ok, "
             "unauthorized, not_found, conflict, too_large, disabled, rejected, not_allowed, "
-            "timeout).", ("action", "outcome"))
+            "timeout, shutting_down).", ("action", "outcome"))
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""
