@@ -362,3 +362,37 @@ async def test_the_right_token_works_while_wrong_ones_keep_coming():
         results = await asyncio.gather(*wrong, right)
         assert [r[0] for r in results] == [401] * 50 + [200]
         assert runs.starts["worker"] == 2
+
+
+async def test_a_reload_cancelled_by_shutdown_is_503_and_routes_work_without_counters():
+    from ron_kernel import Metrics
+    from ron_kernel._control import control_routes
+
+    class Cancelled:
+        version = 7
+        last_reload = None
+
+        def request_reload(self, trigger: str = "request") -> asyncio.Future[bool]:
+            assert trigger == "control"
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            future.cancel()  # what cancel_pending_reloads does at shutdown
+            return future
+
+    sup = Supervisor(name="root")
+    sup.add("idle", Runs().steady("idle"))  # never started
+    routes = control_routes(token=lambda: TOKEN, supervisor=sup, reloader=Cancelled(),
+                            counters=None)
+    task, (host, port) = await Metrics().serve("127.0.0.1:0", extra_routes=routes)
+    try:
+        async with aiohttp.ClientSession() as s:
+            status, body, _ = await _post(s, f"http://{host}:{port}/control/reload")
+            assert status == 503 and "shutting down" in body["error"]
+            status, body, _ = await _post(s, f"http://{host}:{port}/control/restart/x")
+            assert (status, body["known"]) == (404, ["idle"])
+            status, body, _ = await _post(s, f"http://{host}:{port}/control/restart/idle")
+            assert status == 409 and "not running" in body["error"]
+            status, body, _ = await _post(s, f"http://{host}:{port}/control/release/x")
+            assert status == 404
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
