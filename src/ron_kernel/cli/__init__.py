@@ -1,9 +1,11 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events, see and act on it.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, see and act on
+it, list tasks.
 
 The whole command line lives in this package: the parser and :func:`main` here,
 ``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
-``ron-kernel status`` in :mod:`.status`, ``ron-kernel ctl`` in :mod:`.ctl`, the built-in demo
-services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
+``ron-kernel tasks`` in :mod:`.tasks`, ``ron-kernel status`` in :mod:`.status`,
+``ron-kernel ctl`` in :mod:`.ctl`, the built-in demo services of ``ron-kernel run`` in
+:mod:`.demo`. Exit statuses come from
 :mod:`ron_kernel._exitcodes`.
 
 The subcommands are imported lazily on purpose: ``ron-kernel run`` must reach ``/readyz`` 200
@@ -13,6 +15,7 @@ quickly, and ``ron-kernel --help`` should not pay for aiohttp or prometheus_clie
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -81,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
 
+    tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
+                           description="Print GET BASE_URL/debug/tasks as a table (the kernel "
+                                       "needs observability.debug_endpoints = true). Exit 0, "
+                                       "1 when unreachable or refused, 2 for a bad URL.")
+    tasks.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                       help="the kernel's observability address (default: %(default)s)")
+    tasks.add_argument("--stacks", action="store_true",
+                       help="print every frame of each task under its row")
+
     status = sub.add_parser(
         "status", help="print a running kernel's supervision tree as a table",
         description="Print BASE_URL/status as a table: each child's state, restarts, "
@@ -128,15 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run import config_check
 
         return config_check(args)
-    if args.command == "status":
-        import sys
+    if args.command == "tasks":
+        from .tasks import tasks as print_tasks
 
+        return print_tasks(args.url, out=sys.stdout, err=sys.stderr, stacks=args.stacks)
+    if args.command == "status":
         from .status import status_command
 
         return status_command(args.url, watch=args.watch, out=sys.stdout, err=sys.stderr)
     if args.command == "ctl":
-        import sys
-
         from .ctl import ctl_command
 
         return ctl_command(args.action, getattr(args, "name", None), args.url,
