@@ -99,7 +99,8 @@ async def test_status_prints_every_child_with_state_restarts_readiness_and_reaso
     lines = out.splitlines()
     assert lines[0].startswith("kernel running") and "config v1" in lines[0]
     assert "ready: no (missing: quarantined:flaky)" in lines[0]
-    assert lines[1].startswith("bus  ") and "published" in lines[1]
+    assert lines[1].startswith("loop ") and "blocks 0" in lines[1]
+    assert lines[2].startswith("bus  ") and "published" in lines[2]
     header = next(line for line in lines if line.startswith("CHILD"))
     assert header.split() == ["CHILD", "STATE", "RESTARTS", "READY", "LAST", "REASON"]
     table = {line.split()[0]: line.split() for line in lines[lines.index(header) + 1:] if line}

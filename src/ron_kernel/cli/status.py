@@ -109,7 +109,7 @@ def rows(status: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def summary(status: Mapping[str, Any]) -> list[str]:
-    """The lines above the table: kernel state, readiness, config version, bus."""
+    """The lines above the table: kernel state, readiness, config version, loop lag, bus."""
     readiness = status.get("readiness") or {}
     ready = readiness.get("ready")
     missing = readiness.get("missing") or []
@@ -121,6 +121,11 @@ def summary(status: Mapping[str, Any]) -> list[str]:
         + f"  ready: {'yes' if ready else 'no'}"
         + (f" (missing: {clean(', '.join(map(str, missing)), 120)})" if missing else ""),
     ]
+    loop = status.get("loop")
+    if isinstance(loop, Mapping) and loop.get("enabled"):
+        lags = "  ".join(f"{key[4:-3]} {clean(loop[key])}ms" for key in
+                         ("lag_p50_ms", "lag_p99_ms", "lag_max_ms") if loop.get(key) is not None)
+        lines.append(f"loop {lags or 'no samples yet'}  blocks {clean(loop.get('blocks', 0))}")
     bus = status.get("bus")
     if isinstance(bus, Mapping):
         lines.append("bus  " + "  ".join(
