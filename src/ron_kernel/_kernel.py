@@ -15,11 +15,13 @@ from ._app_config import check_model as check_app_model
 from ._bus import Bus
 from ._config import Config, M
 from ._config_cell import ConfigCell
+from ._control import control_routes
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
 from ._health import HealthState
-from ._kernel_http import events_handler, status_handler
+from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._logging import configure_from_config, get_logger, loop_exception_handler
+from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._plain_signals import exit_now, in_main_thread, install_plain
 from ._signals import wait_for_ctrl_c
@@ -73,7 +75,8 @@ class Kernel(Generic[M]):
                  env: Mapping[str, str] | None = None,
                  argv: Sequence[str] | None = None,
                  watch_config: bool = True,
-                 handle_sighup: bool = True) -> None:
+                 handle_sighup: bool = True,
+                 loop_health: bool = True) -> None:
         if app_config is not None:
             check_app_model(app_config)
         if config is None:
@@ -94,6 +97,10 @@ class Kernel(Generic[M]):
             config, bus=self.bus, metrics=self.metrics, health=health,
             config=self.config_cell.get, config_changes=self.config_cell.changes,
             request_shutdown=self.request_shutdown)
+        self._loop_health = LoopHealth(
+            self.metrics.counters,
+            threshold=config.observability.loop_block_threshold.total_seconds(),
+        ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
@@ -153,7 +160,11 @@ class Kernel(Generic[M]):
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
-        children, bus statistics."""
+        children, bus statistics, loop health.
+
+        ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
+        last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        """
         cfg = self.config
         now = time.monotonic()
         return {
@@ -164,6 +175,8 @@ class Kernel(Generic[M]):
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
+            "loop": (self._loop_health.snapshot() if self._loop_health is not None
+                     else {"enabled": False}),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -181,6 +194,8 @@ class Kernel(Generic[M]):
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        if self._loop_health is not None:
+            self._loop_health.start()
         # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         self.health.satisfy("config")
@@ -207,6 +222,14 @@ class Kernel(Generic[M]):
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
+                if cfg.observability.debug_endpoints:
+                    routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
+                # POST /control/*: always routed, answered only while
+                # observability.control_token is set (read per request: a reload rotates it)
+                routes += control_routes(
+                    token=lambda: self.config.observability.control_token,
+                    supervisor=self.supervisor, reloader=self.config_cell,
+                    counters=self.metrics.counters)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
@@ -299,6 +322,8 @@ class Kernel(Generic[M]):
             self._http_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        if self._loop_health is not None:
+            self._loop_health.stop()
         self._state = "stopped"
         _log.info("shutdown_complete",
                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -322,6 +347,9 @@ class Kernel(Generic[M]):
             # (an embedder's own configure_logging keeps its format, level and stream)
             configure_from_config(format=new.log.format, level=new.log.level,
                                   amnesia=new.amnesia.enabled)
+        threshold = new.observability.loop_block_threshold
+        if threshold != old.observability.loop_block_threshold and self._loop_health is not None:
+            self._loop_health.set_threshold(threshold.total_seconds())
         if new.pq != old.pq:
             self.health.configure_pq(new.pq.mode, new.pq.require_pq)
         if new.supervisor != old.supervisor or new.shutdown != old.shutdown:
