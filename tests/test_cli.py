@@ -56,7 +56,7 @@ def test_exit_statuses_are_defined_once_and_the_cli_uses_them():
     from ron_kernel import _exitcodes
 
     assert (_exitcodes.EXIT_OK, _exitcodes.EXIT_FAILURE, _exitcodes.EXIT_USAGE,
-            _exitcodes.EXIT_INTERRUPTED) == (0, 1, 2, 130)
+            _exitcodes.EXIT_INTERRUPTED, _exitcodes.EXIT_TERMINATED) == (0, 1, 2, 130, 143)
     cli_dir = Path(ron_kernel.cli.__file__).parent
     files = sorted(cli_dir.glob("*.py"))
     assert {f.name for f in files} >= {"__init__.py", "run.py", "tail.py", "demo.py"}

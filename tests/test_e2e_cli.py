@@ -279,7 +279,7 @@ def test_app_async_factory_and_a_second_ctrl_c_during_a_slow_drain_exits_at_once
     kernel.signal(signal.SIGINT)
     assert kernel.wait(timeout=3.0) == 130
     print(f"\nsecond Ctrl-C -> exit: {(time.perf_counter() - t0) * 1e3:.0f} ms")
-    assert "second SIGINT while draining" in kernel.err
+    assert "second SIGINT while" in kernel.err  # draining (the kernel) or stopping (the CLI)
 
 
 def test_the_console_script_imports_app_modules_from_the_working_directory(cwd):

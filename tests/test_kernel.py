@@ -6,6 +6,7 @@ Every test runs on both loops (conftest), against real loopback HTTP on a port t
 from __future__ import annotations
 
 import asyncio
+import threading
 import os
 import signal
 import socket
@@ -394,21 +395,29 @@ async def test_run_also_returns_when_shutdown_is_called_elsewhere():
     assert {sig: signal.getsignal(sig) for sig in saved} == saved
 
 
-async def test_run_off_the_main_thread_raises_instead_of_draining():
+async def test_run_off_the_main_thread_waits_for_a_shutdown_request_and_drains():
+    # no signal can reach a kernel outside the main thread (issue 11): run() waits for
+    # request_shutdown()/shutdown() and drains, instead of failing
+    up = threading.Event()
+    where: dict[str, Any] = {}
+
     def in_thread() -> str:
         async def main() -> str:
             k = _kernel(Config.from_mapping({}))
-            try:
-                await k.run()
-            except RuntimeError:
-                return k.state
-            finally:
-                await k.shutdown()
-            return "returned"
+            where.update(kernel=k, loop=asyncio.get_running_loop())
+            await k.start()
+            up.set()
+            await k.run()
+            return k.state
 
         return asyncio.run(main())
 
-    assert await asyncio.to_thread(in_thread) == "running"
+    runner = asyncio.ensure_future(asyncio.to_thread(in_thread))
+    assert await asyncio.to_thread(up.wait, 10)
+    await asyncio.sleep(0.05)
+    assert not runner.done() and where["kernel"].state == "running"
+    where["loop"].call_soon_threadsafe(where["kernel"].request_shutdown, "test")
+    assert await asyncio.wait_for(runner, 10) == "stopped"
 
 
 # ----------------------------------------------------------------------------- reload

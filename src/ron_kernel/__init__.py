@@ -14,7 +14,7 @@ import typing as _typing
 
 from ._version import __version__ as __version__
 
-if _typing.TYPE_CHECKING:
+if _typing.TYPE_CHECKING:  # pragma: no cover - the names load on first use
     from ._bus import Bus as Bus
     from ._config import Config as Config
     from ._events import KernelEvent as KernelEvent

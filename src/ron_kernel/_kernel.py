@@ -209,11 +209,8 @@ class Kernel(Generic[M]):
             _log.warning("signal_handling_off",
                          reason="not the main thread: SIGHUP does not reload and SIGINT/SIGTERM "
                                 "do not stop this kernel; call request_shutdown() to stop it")
-        elif self._handle_sighup:
-            try:
-                self._undo.append(self.config_cell.install_sighup())
-            except RuntimeError as exc:  # SIGHUP already served by another loop's kernel
-                _log.warning("signal_handling_off", reason=f"SIGHUP does not reload: {exc}")
+        elif self._handle_sighup:  # shared: two kernels in one process both reload
+            self._undo.append(self.config_cell.install_sighup())
         if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:

@@ -21,8 +21,15 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .._exitcodes import EXIT_USAGE
-from .process import Interrupted, ProcessSignals, make_exit_honest, say
+from .._exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from .process import (
+    Interrupted,
+    ProcessSignals,
+    leave_at_exit,
+    leave_within,
+    make_exit_honest,
+    say,
+)
 
 __all__ = ["main"]
 
@@ -146,18 +153,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (run and config check decide; the other commands load no code of yours).
     own_setting = sys.dont_write_bytecode
     sys.dont_write_bytecode = True
+    status = EXIT_FAILURE  # what an unexpected exception ends with
     try:
-        return _dispatch(argv, signals, own_setting)
+        status = _dispatch(argv, signals, own_setting)
     except Interrupted as stop:
         say(f"ron-kernel: stopped by {stop.sig.name}")
-        return stop.status
+        status = stop.status
+    except SystemExit as done:  # argparse: --help, --version, usage errors
+        status = (done.code if isinstance(done.code, int)
+                  else EXIT_OK if done.code is None else EXIT_FAILURE)
+        raise
     finally:
         signals.finish()
         if argv is not None:
             signals.uninstall()
             sys.dont_write_bytecode = own_setting
-        else:
+        else:  # the process ends with `status`, whatever happens from here
+            leave_at_exit()
             make_exit_honest()
+            leave_within(status)
+    return status
 
 
 def _dispatch(argv: Sequence[str] | None, signals: ProcessSignals, own_setting: bool) -> int:

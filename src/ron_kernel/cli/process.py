@@ -33,9 +33,14 @@ from typing import Any, TextIO
 from .._exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from .._plain_signals import DeferredSignal, exit_now, install_plain
 
-__all__ = ["Interrupted", "ProcessSignals", "make_exit_honest", "say"]
+__all__ = ["Interrupted", "ProcessSignals", "leave_within", "make_exit_honest", "say"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+EXIT_GRACE = 2.0
+"""Seconds the end of the process (closing the loop, the default executor's threads, other
+threads, ``atexit`` handlers, the interpreter's own shutdown) may take once the command is done
+(after the drain, for ``run``); then it leaves anyway, with the status it had."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -151,6 +156,57 @@ class ProcessSignals:
             raise Interrupted(sig, self.status(sig))
         if self._on_stop is not None:
             self._on_stop()
+
+
+def leave_at_exit() -> None:
+    """The end of ``main`` in the ``ron-kernel`` process: nothing may change the exit now.
+
+    The interpreter resets Python-level handlers to their default action while it shuts down
+    (SIGHUP's would kill, SIGTERM's too); ignoring the three signals keeps the status the
+    command earned. The exit is bounded by :func:`leave_within`.
+    """
+    for sig in (signal.SIGHUP, *STOP_SIGNALS):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            return
+
+
+_watchdog: list[float] = []
+
+
+def leave_within(status: int, grace: float = EXIT_GRACE) -> None:
+    """Make sure the process is gone ``grace`` seconds from now, with ``status``.
+
+    A daemon thread waits, then logs ``exit_stalled`` (with the threads still running) and
+    calls ``os._exit(status)``. Started once; when the exit goes well it is simply never
+    heard of.
+    """
+    if _watchdog:
+        return
+    _watchdog.append(grace)
+    import threading  # here: this module must stay cheap until a command is done
+
+    threading.Thread(target=_exit_watchdog, args=(status, grace), daemon=True,
+                     name="ron-kernel-exit-watchdog").start()
+
+
+def _exit_watchdog(status: int, grace: float) -> None:
+    import threading
+    import time
+
+    time.sleep(grace)
+    threads = sorted(t.name for t in threading.enumerate()
+                     if not t.daemon and t is not threading.main_thread())
+    try:
+        from .._logging import flush_log_stream, get_logger
+
+        get_logger("cli").warning(
+            "exit_stalled", grace_s=grace, threads=threads[:50],
+            reason="the process took longer than its grace to end; leaving anyway")
+        flush_log_stream()
+    finally:
+        os._exit(status)
 
 
 def say(text: str, stream: TextIO | None = None) -> None:

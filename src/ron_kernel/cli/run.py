@@ -9,8 +9,6 @@ import importlib
 import inspect
 import os
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -23,15 +21,11 @@ from .._text import cap, printable, show_path
 from ..config import config_argv, explain
 from ..errors import ConfigError
 from .demo import install_demo
-from .process import ProcessSignals, say
+from .process import ProcessSignals, leave_within, say
 
 LEFTOVER_GRACE = 1.0
 """Seconds the tasks left after the drain (not supervised by the kernel) get to end once
 cancelled; then the process leaves without them."""
-
-EXIT_GRACE = 5.0
-"""Seconds the rest of the exit (closing the loop, the default executor's threads, the
-interpreter's own shutdown) may take after the drain; then the process leaves anyway."""
 
 _log = get_logger("cli")
 
@@ -167,7 +161,7 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
             _log.info("stopped_while_starting", signal=signals.stop_signal.name)
         status = signals.status(signals.stop_signal, drained=drained)
     signals.finish()
-    await _leave_the_rest(status, owns_process=signals.owns_process)
+    await _leave_the_rest(status, kernel.metrics.counters, owns_process=signals.owns_process)
     return status
 
 
@@ -200,15 +194,16 @@ async def _start_and_run(kernel: Any, app: Callable[..., Any] | None) -> int:
     return EXIT_OK
 
 
-async def _leave_the_rest(status: int, *, owns_process: bool) -> None:
+async def _leave_the_rest(status: int, counters: Any, *, owns_process: bool) -> None:
     """After the drain: the tasks nobody supervises get ``LEFTOVER_GRACE``, then are left.
 
     ``asyncio.Runner`` would cancel them and wait for each to finish: one that swallows its
     cancellation would hold the process forever after ``shutdown_complete``. Here they are
     cancelled and waited for a moment; those still running are logged by name
-    (``tasks_left_behind``), counted, and the process leaves without them
+    (``tasks_left_behind``), counted (``tasks_aborted_total{kind="left_behind"}``), and the
+    process leaves without them
     (``os._exit(status)`` after the logs are flushed: they are not waited for, nor are
-    ``atexit`` handlers run). A watchdog then bounds the rest of the exit (``EXIT_GRACE``).
+    ``atexit`` handlers run). A watchdog then bounds the rest of the exit (``process.EXIT_GRACE``).
     """
     me = asyncio.current_task()
     rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
@@ -218,6 +213,7 @@ async def _leave_the_rest(status: int, *, owns_process: bool) -> None:
         await asyncio.wait(rest, timeout=LEFTOVER_GRACE)
     stuck = [t for t in rest if not t.done()]
     if stuck:
+        counters.tasks_aborted_total.inc("left_behind", amount=len(stuck))
         names = sorted(printable(t.get_name()) for t in stuck)
         _log.warning("tasks_left_behind", count=len(stuck), tasks=names[:50],
                      grace_s=LEFTOVER_GRACE,
@@ -227,20 +223,7 @@ async def _leave_the_rest(status: int, *, owns_process: bool) -> None:
             flush_log_stream()
             os._exit(status)
     if owns_process:
-        threading.Thread(target=_exit_watchdog, args=(status,), daemon=True,
-                         name="ron-kernel-exit-watchdog").start()
-
-
-def _exit_watchdog(status: int) -> None:
-    """Leave with ``status`` if the process is still here ``EXIT_GRACE`` after the drain."""
-    time.sleep(EXIT_GRACE)
-    threads = sorted(printable(t.name) for t in threading.enumerate()
-                     if t is not threading.current_thread() and not t.daemon
-                     and t is not threading.main_thread())
-    _log.warning("exit_stalled", grace_s=EXIT_GRACE, threads=threads[:50],
-                 reason="the exit took longer than its grace after the drain; leaving anyway")
-    flush_log_stream()
-    os._exit(status)
+        leave_within(status)
 
 
 def run_command(args: argparse.Namespace, *, signals: ProcessSignals | None = None,
