@@ -8,15 +8,26 @@ Rule: the config layer shows every path with ``_text.show_path`` (``os.fsdecode`
 undecodable ones as U+FFFD) -- sources (``file:<path>``), errors, log lines, ``explain`` rows and
 ``ConfigCell.status()`` -- while files are still opened by their real name. The watcher polls
 such a directory (watchfiles takes UTF-8 paths only) and its state says ``polling``.
+
+The command line too (issue 11, the CLI part): ``config check`` and ``run`` in such a directory,
+as real processes, with an ``--app`` module living there (a config model whose default is the
+directory, a factory failing with the path in its message, a syntax error), an invalid config
+file there, and stdout that can only take ASCII (``PYTHONIOENCODING=ascii``): normal output and
+exit statuses, never a traceback. Everything the command prints goes through ``cli.process.say``
+(escapes what the stream cannot encode), paths in its messages through ``show_path``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
+from _faults_support import PY, Kernel, in_parallel, kernel_env, started
 
 from ron_kernel import Bus, Config, KernelEvent
 from ron_kernel.config import ConfigCell, explain
@@ -90,3 +101,58 @@ async def test_a_cell_reloads_and_watches_there(odd_cwd, capsys):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert encodes(capsys.readouterr().err)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+PLACE_APP = textwrap.dedent("""
+    import dataclasses, os
+
+    @dataclasses.dataclass
+    class Settings:
+        where: str = os.getcwd()
+
+    APP_CONFIG = Settings
+
+    async def svc(ctx):
+        ctx.ready()
+        print("ready in", repr(ctx.config.app.where), flush=True)
+        await ctx.shutdown.wait()
+
+    def build(kernel):
+        kernel.supervise("svc", svc)
+
+    def broken(kernel):
+        raise RuntimeError("nothing to serve in " + os.getcwd())
+""")
+
+
+def test_config_check_and_run_there_end_normally(odd_cwd: Path):
+    (odd_cwd / "place_app.py").write_text(PLACE_APP)
+    (odd_cwd / "syntax_app.py").write_text("def build(kernel):\n    return (\n")
+    (odd_cwd / "bad.toml").write_text("[bus]\ncapacity = 0\n")
+    cases = [  # args, extra env, status, needle in stdout+stderr
+        (["config", "check"], {}, 0, "config check: ok"),
+        (["config", "check", "--app", "place_app:build"], {"PYTHONIOENCODING": "ascii"}, 0,
+         "app.where"),
+        (["config", "check", "--config", "bad.toml"], {}, 1, "cfg-\ufffd-dir"),
+        (["run", "--app", "place_app:broken"], {}, 1, "nothing to serve in"),
+        (["run", "--app", "syntax_app:build"], {}, 1, "cfg-\ufffd-dir"),
+    ]
+
+    def one(case: tuple[list[str], dict[str, str], int, str]) -> None:
+        args, extra, status, needle = case
+        done = subprocess.run([PY, "-m", "ron_kernel", *args], cwd=odd_cwd,
+                              env=kernel_env(**extra), capture_output=True, timeout=30)
+        text = (done.stdout + done.stderr).decode("utf-8", "replace")
+        assert done.returncode == status, (args, done.returncode, text[-3000:])
+        assert "Traceback" not in text and needle in text, (args, needle, text[-3000:])
+
+    in_parallel(one, cases)
+    with started() as procs:
+        k = Kernel(odd_cwd, ["run", "--app", "place_app:build"])
+        procs.append(k)
+        k.wait_for("the app", lambda: "ready in" in k.out)
+        k.signal(signal.SIGINT)
+        assert k.wait(15) == 0, k.err[-3000:]
+        assert "Traceback" not in k.err
