@@ -155,7 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.dont_write_bytecode = True
     status = EXIT_FAILURE  # what an unexpected exception ends with
     try:
-        status = _dispatch(argv, signals, own_setting)
+        try:
+            status = _dispatch(argv, signals, own_setting)
+        finally:
+            signals.finish()  # from here a stop signal changes nothing
     except Interrupted as stop:
         say(f"ron-kernel: stopped by {stop.sig.name}")
         status = stop.status
@@ -164,7 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                   else EXIT_OK if done.code is None else EXIT_FAILURE)
         raise
     finally:
-        signals.finish()
         if argv is not None:
             signals.uninstall()
             sys.dont_write_bytecode = own_setting

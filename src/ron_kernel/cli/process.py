@@ -26,6 +26,8 @@ import os
 import select
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, TextIO
@@ -122,7 +124,10 @@ class ProcessSignals:
                     task.cancel()
 
             def on_stop() -> None:
-                loop.call_soon_threadsafe(cancel)
+                try:
+                    loop.call_soon_threadsafe(cancel)
+                except RuntimeError:  # the loop is closing: the command is ending anyway
+                    pass
 
             self.enter_loop(on_stop)
             try:
@@ -132,8 +137,11 @@ class ProcessSignals:
                     raise
                 return self.status(self.stop_signal)
 
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(guarded())
+        try:
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                return runner.run(guarded())
+        finally:
+            self.finish()
 
     def finish(self) -> None:
         """The kernel drained (or the command is done): stop signals change nothing now."""
@@ -185,26 +193,21 @@ def leave_within(status: int, grace: float = EXIT_GRACE) -> None:
     if _watchdog:
         return
     _watchdog.append(grace)
-    import threading  # here: this module must stay cheap until a command is done
-
     threading.Thread(target=_exit_watchdog, args=(status, grace), daemon=True,
                      name="ron-kernel-exit-watchdog").start()
 
 
 def _exit_watchdog(status: int, grace: float) -> None:
-    import threading
-    import time
-
     time.sleep(grace)
     threads = sorted(t.name for t in threading.enumerate()
                      if not t.daemon and t is not threading.main_thread())
     try:
-        from .._logging import flush_log_stream, get_logger
-
-        get_logger("cli").warning(
-            "exit_stalled", grace_s=grace, threads=threads[:50],
-            reason="the process took longer than its grace to end; leaving anyway")
-        flush_log_stream()
+        logging = sys.modules.get("ron_kernel._logging")  # never an import in this state
+        if logging is not None:
+            logging.get_logger("cli").warning(
+                "exit_stalled", grace_s=grace, threads=threads[:50],
+                reason="the process took longer than its grace to end; leaving anyway")
+            logging.flush_log_stream()
     finally:
         os._exit(status)
 
