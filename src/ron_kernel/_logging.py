@@ -29,7 +29,7 @@ import logging as stdlib_logging
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -181,6 +181,18 @@ def _cap_exception(logger: Any, method: str, event: MutableMapping[str, Any]
     return event
 
 
+def _text_fields(logger: Any, method: str, event: MutableMapping[str, Any]
+                 ) -> MutableMapping[str, Any]:
+    """The console renderer appends ``stack`` and ``exception`` as text: give it text (the loop
+    monitor's ``stack`` is a list of frames, which made the renderer raise)."""
+    for key in ("stack", "exception"):
+        value = event.get(key)
+        if value is not None and not isinstance(value, str):
+            event[key] = ("\n".join(str(v) for v in value) if isinstance(value, list | tuple)
+                          else str(value))
+    return event
+
+
 def _build_processors(fmt: str, stream: TextIO | None) -> list[Any]:
     common: list[Any] = [_drop_below_level, _standard_fields, redact]
     if fmt == "json":
@@ -189,8 +201,34 @@ def _build_processors(fmt: str, stream: TextIO | None) -> list[Any]:
     target = stream if stream is not None else sys.stderr
     colors = bool(getattr(target, "isatty", lambda: False)())
     # plain_traceback: the rich default prints local variables, which may hold secrets
-    return [*common, structlog.dev.ConsoleRenderer(
+    return [*common, _text_fields, structlog.dev.ConsoleRenderer(
         colors=colors, timestamp_key="ts", exception_formatter=structlog.dev.plain_traceback)]
+
+
+class _SafeBoundLogger(structlog.BoundLogger):
+    """A bound logger whose processing never raises into the caller.
+
+    A processor that fails on some field (a renderer given a type it does not expect) would
+    otherwise raise from ``log.info(...)`` into the kernel's own code, e.g. its shutdown. The
+    line is then written in a minimal form naming the failure, and counted as dropped.
+    """
+
+    def _process_event(self, method_name: str, event: str | None,
+                       event_kw: dict[str, Any]) -> tuple[Sequence[Any], Mapping[str, Any]]:
+        try:
+            return super()._process_event(method_name, event, event_kw)
+        except structlog.DropEvent:
+            raise
+        except Exception as exc:
+            _settings.dropped += 1
+            line = _orjson_dumps({
+                "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00",
+                                                                                    "Z"),
+                "level": _METHODS.get(method_name, (20, "INFO"))[1],
+                "service": _settings.service, "event": printable(str(event)),
+                "amnesia": "on" if _settings.amnesia else "off",
+                "log_error": printable(f"{type(exc).__name__}: {exc}")[:500]})
+            return (line,), {}
 
 
 # One list object shared by every logger: configure_logging swaps its contents in place.
@@ -306,7 +344,7 @@ def get_logger(component: str) -> Any:
     ``log.info("config_updated", version=3, latency_ms=1.2)`` writes one line with the standard
     fields first. Safe to call before :func:`configure_logging`.
     """
-    return structlog.BoundLogger(_stream_logger, _processors, {"component": component})
+    return _SafeBoundLogger(_stream_logger, _processors, {"component": component})
 
 
 # ---------------------------------------------------------------------------- other writers

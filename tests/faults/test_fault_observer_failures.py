@@ -108,3 +108,28 @@ async def test_a_failing_observer_is_counted_and_the_restart_still_happens():
     async with sup:
         await until(lambda: sup.snapshot()["svc"]["restarts"] == 1)
     assert metrics.counters.observer_errors_total.get("health") == 1
+
+
+def test_a_field_the_renderer_cannot_take_never_raises_into_the_caller():
+    # Found by the broken-output-streams suite (issue 11): in text format the console renderer
+    # raised TypeError on the loop monitor's `stack` (a list), from `log.info` into the
+    # kernel's shutdown, and a clean Ctrl-C ended with status 1.
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+        __str__ = __repr__
+
+    for fmt in ("text", "json"):
+        out = io.StringIO()
+        configure_logging(format=fmt, stream=out)
+        before = _logging.dropped_lines()
+        log = _logging.get_logger("probe")
+        log.info("loop_unblocked", stack=["a.py:1 in f", "b.py:2 in g"])
+        log.info("odd_value", thing=Unprintable())
+        lines = out.getvalue().splitlines()
+        assert any("loop_unblocked" in line for line in lines), lines
+        assert "a.py:1 in f" in out.getvalue()
+        assert any("odd_value" in line for line in lines), lines
+        assert _logging.dropped_lines() - before <= 1  # the odd line, written in minimal form
+    _logging.reset_logging()
