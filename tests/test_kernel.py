@@ -6,10 +6,10 @@ Every test runs on both loops (conftest), against real loopback HTTP on a port t
 from __future__ import annotations
 
 import asyncio
-import threading
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
