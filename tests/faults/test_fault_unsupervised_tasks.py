@@ -9,7 +9,7 @@ left after the drain are cancelled and get ``LEFTOVER_GRACE`` (1 s); those still
 logged by name (``tasks_left_behind``), counted (``tasks_aborted_total{kind="left_behind"}``)
 and left behind: the process ends with ``os._exit`` and the status the drain earned (0).
 Anything else that holds the exit (a default-executor thread still sleeping, a non-daemon
-thread, a slow ``atexit``) gets ``EXIT_GRACE`` (2 s), then the process leaves with its status
+thread, a slow ``atexit``) gets ``LEAVING_GRACE`` (2 s), then the process leaves with its status
 (``exit_stalled`` names the threads). Tried: real ``ron-kernel run`` processes with such
 apps, on asyncio and uvloop.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _faults_support import Kernel, events, in_parallel, started
 
-from ron_kernel.cli.process import EXIT_GRACE
+from ron_kernel.cli.process import LEAVING_GRACE
 from ron_kernel.cli.run import LEFTOVER_GRACE
 
 STUBBORN_APP = textwrap.dedent("""
@@ -77,8 +77,8 @@ def test_what_is_left_after_the_drain_does_not_hold_the_process(tmp_path: Path):
             time.sleep(0.5)  # the stubborn helper exists, its spawner crashed
             t0 = time.monotonic()
             k.signal(signal.SIGINT)
-            # deadline + 100 ms abandon grace + LEFTOVER_GRACE + EXIT_GRACE, generously
-            code = k.wait(DRAIN + LEFTOVER_GRACE + EXIT_GRACE + 10)
+            # deadline + 100 ms abandon grace + LEFTOVER_GRACE + LEAVING_GRACE, generously
+            code = k.wait(DRAIN + LEFTOVER_GRACE + LEAVING_GRACE + 10)
             took = time.monotonic() - t0
             assert code == 0, k.err[-3000:]
             return f"{app} on {loop}", took, events(k.err)

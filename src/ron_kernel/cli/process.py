@@ -39,7 +39,7 @@ __all__ = ["Interrupted", "ProcessSignals", "leave_within", "make_exit_honest", 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-EXIT_GRACE = 2.0
+LEAVING_GRACE = 2.0
 """Seconds the end of the process (closing the loop, the default executor's threads, other
 threads, ``atexit`` handlers, the interpreter's own shutdown) may take once the command is done
 (after the drain, for ``run``); then it leaves anyway, with the status it had."""
@@ -183,7 +183,7 @@ def leave_at_exit() -> None:
 _watchdog: list[float] = []
 
 
-def leave_within(status: int, grace: float = EXIT_GRACE) -> None:
+def leave_within(status: int, grace: float = LEAVING_GRACE) -> None:
     """Make sure the process is gone ``grace`` seconds from now, with ``status``.
 
     A daemon thread waits, then logs ``exit_stalled`` (with the threads still running) and

@@ -203,7 +203,7 @@ async def _leave_the_rest(status: int, counters: Any, *, owns_process: bool) -> 
     (``tasks_left_behind``), counted (``tasks_aborted_total{kind="left_behind"}``), and the
     process leaves without them (``os._exit(status)`` once the logs are flushed: they are not
     waited for, nor are ``atexit`` handlers run). A watchdog then bounds the rest of the exit
-    (``process.EXIT_GRACE``). In process (``main(argv)``) they are only logged and counted.
+    (``process.LEAVING_GRACE``). In process (``main(argv)``) they are only logged and counted.
     """
     me = asyncio.current_task()
     rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
