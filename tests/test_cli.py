@@ -71,3 +71,32 @@ def test_exit_statuses_are_defined_once_and_the_cli_uses_them():
             if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant):
                 assert type(node.value.value) is not int, \
                     f"{path.name}:{node.lineno}: return an EXIT_* constant, not a number"
+
+
+def test_say_never_raises_and_escapes_what_the_stream_cannot_encode():
+    import io
+
+    from ron_kernel.cli.process import say
+
+    closed = io.StringIO()
+    closed.close()
+    say("lost, quietly", closed)  # a reader that went away: nothing raised
+    ascii_only = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    say("caf\u00e9 \udcff", ascii_only)
+    ascii_only.seek(0)
+    assert ascii_only.read() == "caf\\xe9 \\udcff\n"
+
+
+@pytest.mark.parametrize(("command", "sig", "drained", "status"), [
+    ("run", "SIGTERM", False, 0), ("run", "SIGINT", False, 130), ("run", "SIGINT", True, 0),
+    ("config", "SIGINT", False, 130), ("config", "SIGTERM", False, 143),
+    ("tail", "SIGTERM", False, 143),
+])
+def test_the_status_after_a_stop_signal(command, sig, drained, status):
+    import signal
+
+    from ron_kernel.cli.process import ProcessSignals
+
+    signals = ProcessSignals()
+    signals.command = command
+    assert signals.status(getattr(signal, sig), drained=drained) == status

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterable
@@ -118,10 +117,9 @@ def install_shared(sig: signal.Signals,
     entry = _shared.get(sig)
     if entry is not None and entry.loop is not loop and in_main_thread():
         # The main thread runs `loop` now, so the entry's loop has finished without its
-        # subscribers leaving (a kernel never shut down): drop it, put the old handler back.
+        # subscribers leaving (a kernel never shut down): forget it. Its handler went with its
+        # loop; putting back what was there before it could undo a handler installed since.
         del _shared[sig]
-        with contextlib.suppress(Exception):
-            entry.restore()
         entry = None
     if entry is None:
         if not in_main_thread():
