@@ -257,6 +257,8 @@ def _parse_default(text: str, like: object) -> object:
         return parse_duration(text)
     if isinstance(like, int):
         return int(text)
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]  # `""`: an empty string
     return text
 
 

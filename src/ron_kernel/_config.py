@@ -73,6 +73,11 @@ MAX_FILE_BYTES = 1 << 20
 # Below 10 ms, timer jitter and GC pauses would count as blocks; above 1 h is a typo.
 MIN_LOOP_BLOCK_THRESHOLD = timedelta(milliseconds=10)
 MAX_LOOP_BLOCK_THRESHOLD = timedelta(hours=1)
+# A control token is a bearer secret in an HTTP header: long enough not to be guessed, short and
+# plain enough to be one header value.
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 256
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -128,12 +133,16 @@ class ObservabilityConfig:
     ``expose_http``/``addr``: whether and where /metrics, /healthz, /readyz are served.
     ``loop_block_threshold``: how long the event loop may run no callback before the
     watchdog reports it blocked (10ms..1h). ``debug_endpoints``: serve ``GET /debug/tasks``.
+    ``control_token``: the Bearer token of ``POST /control/*``; empty (the default) turns the
+    control routes off (they answer 404).
     """
 
     expose_http: bool = False
     addr: str = "127.0.0.1:0"
     loop_block_threshold: timedelta = timedelta(milliseconds=100)
     debug_endpoints: bool = False
+    # Secret: redacted by name everywhere, and kept out of repr() so no traceback shows it.
+    control_token: str = field(default="", repr=False)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -171,7 +180,7 @@ _SECTIONS: dict[str, type[Any]] = {
 @dataclass(frozen=True, slots=True)
 class _Field:
     key: str
-    kind: str  # duration | int | bool | enum | addr
+    kind: str  # duration | int | bool | enum | addr | token
     env: str
     flag: str
     reload: str
@@ -232,6 +241,11 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
     _Field("observability.debug_endpoints", "bool", "RONK_OBS_DEBUG_ENDPOINTS",
            "--obs-debug-endpoints", NEXT_START, f"a boolean: {_BOOL_WORDS}",
            help="serve GET /debug/tasks (loopback peers only)"),
+    _Field("observability.control_token", "token", "RONK_CONTROL_TOKEN",
+           "--obs-control-token", IMMEDIATE,
+           f"empty (control routes off) or {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable "
+           "ASCII characters without spaces",
+           help="Bearer token of POST /control/*; empty turns them off (prefer the env var)"),
     _Field("log.format", "enum", "RONK_LOG_FORMAT", "--log-format", IMMEDIATE,
            "one of json, text", choices=LOG_FORMATS, help="log format"),
     _Field("log.level", "enum", "RONK_LOG_LEVEL", "--log-level", IMMEDIATE,
@@ -808,6 +822,15 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
         raise _Bad(f"got {_type_name(value)}")
     if not isinstance(value, str):
         raise _Bad(f"got {_type_name(value)}")
+    if fld.kind == "token":
+        # never strip or echo: the reason says what is wrong, the value stays redacted
+        if value == "":
+            return value
+        if not _TOKEN.fullmatch(value):
+            raise _Bad("holds spaces, control or non-ASCII characters")
+        if not MIN_TOKEN_CHARS <= len(value) <= MAX_TOKEN_CHARS:
+            raise _Bad(f"{len(value)} characters")
+        return value
     if fld.kind == "enum":
         word = value.strip().lower()
         if word not in fld.choices:

@@ -33,9 +33,14 @@ class BusLike(Protocol):
 
 
 class MailboxLike(Protocol):
-    """A mailbox that can report its name and depth."""
+    """A mailbox that can report its name, depth and capacity."""
 
     name: str
+
+    @property
+    def capacity(self) -> int:
+        """Most messages it holds."""
+        ...
 
     def __len__(self) -> int:
         """Messages waiting."""
@@ -211,6 +216,11 @@ class KernelCounters:
             "observer_errors_total",
             "Reports (log line, event, readiness) that failed and were dropped; supervision "
             "went on.", ("observer",), preset=[("log",), ("bus",), ("health",)])
+        self.control_requests_total = c(
+            "control_requests_total",
+            "Requests to /control/* by action (release, restart, reload) and outcome (ok, "
+            "unauthorized, not_found, conflict, too_large, disabled, rejected, not_allowed, "
+            "timeout, shutting_down).", ("action", "outcome"))
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""
@@ -226,7 +236,8 @@ class KernelCounters:
         _remember(self._buses, bus)
 
     def attach_mailbox(self, mailbox: MailboxLike) -> None:
-        """Export ``len(mailbox)`` as ``queue_depth{queue=mailbox.name}`` while it is alive."""
+        """Export ``len(mailbox)`` as ``queue_depth{queue=mailbox.name}`` (and its capacity as
+        ``queue_capacity``) while it is alive."""
         _remember(self._mailboxes, mailbox)
 
     def buses(self) -> list[BusLike]:

@@ -16,6 +16,7 @@ from ._app_config import check_model as check_app_model
 from ._bus import Bus
 from ._config import Config, M
 from ._config_cell import ConfigCell
+from ._control import control_routes
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
 from ._health import HealthState
@@ -214,6 +215,12 @@ class Kernel(Generic[M]):
                                                              self.metrics.counters))]
                 if cfg.observability.debug_endpoints:
                     routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
+                # POST /control/*: always routed, answered only while
+                # observability.control_token is set (read per request: a reload rotates it)
+                routes += control_routes(
+                    token=lambda: self.config.observability.control_token,
+                    supervisor=self.supervisor, reloader=self.config_cell,
+                    counters=self.metrics.counters)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
