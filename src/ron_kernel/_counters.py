@@ -50,6 +50,11 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
+FEDERATION_REJECT_REASONS = ("not_json", "oversized", "unknown_type", "bad_field",
+                             "missing_field", "bad_subject", "subject_mismatch")
+"""The ``reason`` label values of ``federation_rejected_total``."""
+
+
 class LabeledCounter:
     """A counter family kept as a dict of plain numbers, one per label-value tuple."""
 
@@ -194,6 +199,23 @@ class KernelCounters:
             "observer_errors_total",
             "Reports (log line, event, readiness) that failed and were dropped; supervision "
             "went on.", ("observer",), preset=[("log",), ("bus",), ("health",)])
+        # Federation (the nats extra, docs/FEDERATION.md). federation_connected has a series only
+        # on a kernel with federation configured: no "down" alert on kernels without it.
+        self.federation_connected = g(
+            "federation_connected", "1 while the kernel is connected to its NATS server.")
+        self.federation_connected.values.clear()
+        self.federation_published_total = c(
+            "federation_published_total", "Local KernelEvents handed to NATS.")
+        self.federation_dropped_total = c(
+            "federation_dropped_total",
+            "Local KernelEvents never handed to NATS (buffer full, NATS away, bus lag).")
+        self.federation_received_total = c(
+            "federation_received_total", "Remote KernelEvents accepted into the fleet view.")
+        self.federation_rejected_total = c(
+            "federation_rejected_total", "Malformed messages on the federation subjects, dropped.",
+            ("reason",), preset=[(r,) for r in FEDERATION_REJECT_REASONS])
+        self.federation_gaps_total = c(
+            "federation_gaps_total", "Remote events missed: gaps in a node's seq.", ("node",))
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""

@@ -15,6 +15,7 @@ from ._config_cell import AmnesiaConfig as AmnesiaConfig
 from ._config_cell import BusConfig as BusConfig
 from ._config_cell import ConfigCell as ConfigCell
 from ._config_cell import ExplainedValue as ExplainedValue
+from ._config_cell import FederationConfig as FederationConfig
 from ._config_cell import LogConfig as LogConfig
 from ._config_cell import ObservabilityConfig as ObservabilityConfig
 from ._config_cell import PqConfig as PqConfig
@@ -32,6 +33,7 @@ __all__ = [
     "BusConfig",
     "ConfigCell",
     "ExplainedValue",
+    "FederationConfig",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",
