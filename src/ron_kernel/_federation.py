@@ -95,6 +95,7 @@ class Federation:
         self._dropped = 0
         self._connects = 0
         self._last_error: str | None = None
+        self._attempt_error: BaseException | None = None
         self._nc: Client | None = None
         self._up = asyncio.Event()
         self._work = asyncio.Event()
@@ -133,7 +134,8 @@ class Federation:
         """Send what is buffered (``Shutdown`` included), flush, close; bounded by ``grace``.
 
         The kernel closes its bus first, so the pump drains every last event. What cannot be
-        sent within ``grace`` (NATS away) is counted as dropped. Idempotent.
+        sent within ``grace`` is counted as dropped; with NATS away at that moment nothing is
+        waited for. Idempotent.
         """
         if self._stopping or not self._tasks:
             return
@@ -146,7 +148,8 @@ class Federation:
             self._rx.close()  # a stop without a closed bus (a failed start): stop reading now
         await asyncio.wait({pump}, timeout=max(0.0, deadline - loop.time()))
         self._work.set()
-        await asyncio.wait({sender}, timeout=max(0.0, deadline - loop.time()))
+        if self.connected:  # NATS away: no waiting, what is buffered is dropped (counted)
+            await asyncio.wait({sender}, timeout=max(0.0, deadline - loop.time()))
         nc = self._nc
         if nc is not None and nc.is_connected and sender.done():
             with contextlib.suppress(Exception):
@@ -263,6 +266,7 @@ class Federation:
         self._last_error = redact_text(f"{type(exc).__name__}: {text}")[:300]
 
     async def _on_error(self, exc: Exception) -> None:
+        self._attempt_error = exc
         self._note_error(exc)
         _log.debug("federation_client_error", error=self._last_error)
 
@@ -285,10 +289,14 @@ class Federation:
                 closed.set()
 
             nc = Client()
+            self._attempt_error = None
             try:
+                # nats-py retries inside connect() (max_reconnect_attempts per server, sleeping
+                # reconnect_time_wait): one quick pass here, the backoff is ours, below
                 await nc.connect(
                     self._servers, name=f"ron-kernel {self._config.node}",
-                    allow_reconnect=False, connect_timeout=CONNECT_TIMEOUT,
+                    allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
+                    connect_timeout=CONNECT_TIMEOUT,
                     ping_interval=PING_INTERVAL, max_outstanding_pings=2,
                     pending_size=PENDING_BYTES, error_cb=self._on_error, closed_cb=on_closed)
                 await nc.subscribe(f"{self._config.prefix}.>", cb=self._on_msg,
@@ -299,7 +307,8 @@ class Federation:
                 raise
             except Exception as exc:
                 await _discard(nc)
-                self._note_error(exc)
+                # "no servers available" says less than the socket error reported before it
+                self._note_error(self._attempt_error or exc)
                 attempt += 1
                 self._counters.backoff_retries_total.inc("federation_connect")
                 delay = backoff_delay(attempt)

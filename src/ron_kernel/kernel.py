@@ -19,12 +19,12 @@ other kernels' events as ``(node, KernelEvent)`` pairs (:class:`FleetReceiver`; 
 node's sequence raises :class:`FleetLagged`, a ``Lagged`` naming the node).
 """
 
-from ._kernel import EXIT_SECOND_SIGNAL as EXIT_SECOND_SIGNAL
-from ._kernel import STREAM_FLUSH_GRACE as STREAM_FLUSH_GRACE
 from ._fleet import Fleet as Fleet
 from ._fleet import FleetLagged as FleetLagged
 from ._fleet import FleetReceiver as FleetReceiver
 from ._fleet import RemoteEvent as RemoteEvent
+from ._kernel import EXIT_SECOND_SIGNAL as EXIT_SECOND_SIGNAL
+from ._kernel import STREAM_FLUSH_GRACE as STREAM_FLUSH_GRACE
 from ._kernel import Kernel as Kernel
 
 __all__ = [
