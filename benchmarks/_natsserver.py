@@ -61,7 +61,7 @@ class NatsServer:
         conf.write_text(f"listen: 127.0.0.1:{self.port}\nmax_payload: 1MB\n"
                         "write_deadline: \"2s\"\n")
         self.starts += 1
-        log = open(self.workdir / f"nats-server.{self.starts}.log", "wb")  # noqa: SIM115
+        log = open(self.workdir / f"nats-server.{self.starts}.log", "wb")
         try:
             self.proc = subprocess.Popen(
                 [find_nats_server(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port)],

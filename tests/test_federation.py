@@ -153,7 +153,7 @@ def test_encode_is_the_interop_json_plus_node_seq_ts_and_decodes_back():
     for event in (KernelEvent.Health(service="svc", ok=True), KernelEvent.ConfigUpdated(version=3),
                   KernelEvent.ServiceCrashed(service="svc", reason='panic: "x"\n'),
                   KernelEvent.Shutdown()):
-        data = encode(event, orjson.dumps("web-1").decode(), 7, 1700000000.25)
+        data = encode(event, "web-1", 7, 1700000000.25)
         payload = orjson.loads(data)
         assert payload["node"] == "web-1" and payload["seq"] == 7
         assert payload["ts"] == 1700000000.25
@@ -190,7 +190,7 @@ def test_fleet_gap_restart_and_eviction_bookkeeping():
     assert nodes == {}
 
     def send(node: str, seq: int) -> None:
-        data = encode(KernelEvent.Health(service="s", ok=True), orjson.dumps(node).decode(),
+        data = encode(KernelEvent.Health(service="s", ok=True), node,
                       seq, time.time())
         fleet.receive(f"ron.{node}.kernel.health", data)
 
@@ -263,7 +263,7 @@ async def test_seq_gaps_become_lagged_for_that_node_and_are_counted(nats_server,
     async with k:
         rx = k.fleet.subscribe()
         await _until(lambda: k.status()["federation"]["connected"])
-        node = orjson.dumps("web-9").decode()
+        node = "web-9"
         for seq in (1, 2, 6):
             await client.publish(f"{prefix}.web-9.kernel.health",
                                  encode(KernelEvent.Health(service="s", ok=True), node, seq, 1.0))
@@ -337,7 +337,7 @@ async def test_tail_nats_prints_matching_nodes_and_gaps(nats_server, client):
     await _until(lambda: "following" in err.getvalue())
     for node, seq in (("web-1", 1), ("db-1", 1), ("web-1", 3)):
         await client.publish(subject_for(prefix, node, "Shutdown"),
-                             encode(KernelEvent.Shutdown(), orjson.dumps(node).decode(), seq, 2.0))
+                             encode(KernelEvent.Shutdown(), node, seq, 2.0))
     await client.publish(f"{prefix}.web-1.kernel.shutdown", b"not json")
     await client.flush()
     await _until(lambda: out.getvalue().count("\n") == 2)

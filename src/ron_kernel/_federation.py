@@ -6,11 +6,11 @@ connection is first made, so a kernel without the extra never loads it.
 Three tasks, none of which can hold up the kernel bus (docs/FEDERATION.md):
 
 * the **pump** is an ordinary receiver of the kernel bus. It numbers every event (``seq``, per
-  node, from 1 in each process run), encodes it and appends it to a bounded buffer; a full
-  buffer drops its oldest entry, and a ``Lagged`` on the receiver skips that many numbers. Both
-  count in ``federation_dropped_total``, and both leave a gap in ``seq`` that the other kernels
-  report as ``Lagged`` for this node.
-* the **sender** hands buffered events to nats-py while connected.
+  node, from 1 in each process run) and appends it to a bounded buffer; a full buffer drops its
+  oldest entry, and a ``Lagged`` on the receiver skips that many numbers. Both count in
+  ``federation_dropped_total``, and both leave a gap in ``seq`` that the other kernels report
+  as ``Lagged`` for this node. While NATS is away it only looks every :data:`SWEEP` seconds.
+* the **sender** encodes buffered events and hands them to nats-py while connected.
 * the **connection** task connects (nats-py's own reconnect is off: this task retries with
   jittered exponential backoff, so the first connection and every later one behave alike),
   subscribes to ``<prefix>.>`` for the fleet view, and waits for the connection to close.
@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import random
 import time
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from ._bus import Bus, Receiver
 from ._config import FederationConfig
@@ -57,9 +56,12 @@ PING_INTERVAL = 10
 """Seconds between client pings; two unanswered pings close a dead connection."""
 PENDING_BYTES = 1 << 20
 """nats-py's own write buffer; past it a publish waits (the sender, never the bus)."""
+SWEEP = 0.1
+"""Seconds between two looks at the bus while NATS is away."""
 SUB_PENDING_MSGS = 65_536
 SUB_PENDING_BYTES = 64 << 20
 _BATCH = 256
+_SWEEP_BATCH = 4096
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -84,12 +86,12 @@ class Federation:
         self._bus = bus
         self._fleet = fleet
         self._counters = counters
-        self._node_json = orjson.dumps(config.node).decode()
         self._subjects: dict[type, str] = {
             getattr(KernelEvent, name): f"{config.prefix}.{config.node}.{topic}"
             for name, topic in TOPICS.items()}
-        self._buffer: collections.deque[tuple[str, bytes]] = collections.deque()
         self._capacity = config.buffer
+        self._buffer: collections.deque[tuple[int, float, KernelEvent]] = collections.deque(
+            maxlen=self._capacity)
         self._seq = 0
         self._published = 0
         self._dropped = 0
@@ -99,6 +101,7 @@ class Federation:
         self._nc: Client | None = None
         self._up = asyncio.Event()
         self._work = asyncio.Event()
+        self._pump_wake = asyncio.Event()
         self._pump_done = False
         self._stopping = False
         self._rx: Receiver[KernelEvent] | None = None
@@ -146,6 +149,7 @@ class Federation:
                                     self._tasks["connection"])
         if not self._bus.closed and self._rx is not None:
             self._rx.close()  # a stop without a closed bus (a failed start): stop reading now
+        self._pump_wake.set()
         await asyncio.wait({pump}, timeout=max(0.0, deadline - loop.time()))
         self._work.set()
         if self.connected:  # NATS away: no waiting, what is buffered is dropped (counted)
@@ -198,35 +202,59 @@ class Federation:
         self._dropped += n
         self._counters.federation_dropped_total.inc(amount=n)
 
+    def _take(self, batch: list[Any]) -> None:
+        """Number ``batch`` and keep it in the buffer; the oldest entries beyond are dropped.
+
+        C-level work only (the kernel bus throughput must not notice federation): a filter,
+        a zip into the bounded deque. Encoding waits for the sender, for what is really sent.
+        """
+        subjects = self._subjects
+        events = [event for event in batch if type(event) in subjects]  # KernelEvents only
+        n = len(events)
+        if not n:
+            return
+        first = self._seq + 1
+        self._seq += n
+        buffer = self._buffer
+        overflow = len(buffer) + n - self._capacity
+        if overflow > 0:
+            self._drop(overflow)
+        buffer.extend(zip(range(first, first + n), itertools.repeat(time.time()), events,
+                          strict=False))
+
     async def _pump(self) -> None:
-        """Kernel bus -> numbered, encoded, bounded buffer. Never waits on NATS."""
+        """Kernel bus -> numbered, bounded buffer. Never waits on NATS.
+
+        Connected, it reads every event as it comes (latency). Not connected, it looks at the
+        bus every :data:`SWEEP` seconds only: the bus ring holds the newest events meanwhile,
+        what fell out of it arrives as one ``Lagged`` (numbers skipped, drops counted), and
+        the local bus pays nothing per event for a federation that cannot send.
+        """
         rx = self._rx
         assert rx is not None
-        buffer, capacity, subjects = self._buffer, self._capacity, self._subjects
-        node_json = self._node_json
         try:
             while True:
                 try:
-                    batch = await rx.recv_many(_BATCH)
+                    if self._up.is_set():
+                        self._take(await rx.recv_many(_BATCH))
+                        self._work.set()
+                        continue
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._pump_wake.wait(), SWEEP)
+                    self._pump_wake.clear()
+                    while True:  # everything there now, in ring-sized batches
+                        batch = rx.try_recv_many(_SWEEP_BATCH)
+                        if not batch:
+                            break
+                        self._take(batch)
+                    self._work.set()
                 except Lagged as lag:
                     # events this receiver never saw: their numbers are skipped, so the other
                     # kernels see the gap and report it as Lagged for this node
                     self._seq += lag.missed
                     self._drop(lag.missed)
-                    continue
-                except Closed:
-                    return
-                ts = time.time()
-                for event in batch:
-                    subject = subjects.get(type(event))
-                    if subject is None:
-                        continue  # not a KernelEvent (a foreign object on the bus): not ours
-                    self._seq += 1
-                    if len(buffer) >= capacity:
-                        buffer.popleft()
-                        self._drop(1)
-                    buffer.append((subject, encode(event, node_json, self._seq, ts)))
-                self._work.set()
+        except Closed:
+            return
         finally:
             rx.close()
             self._pump_done = True
@@ -235,6 +263,7 @@ class Federation:
     async def _sender(self) -> None:
         """Buffer -> NATS while connected; ends once the pump ended and the buffer is empty."""
         buffer = self._buffer
+        subjects, node = self._subjects, self._config.node
         published = self._counters.federation_published_total
         while True:
             await self._work.wait()
@@ -242,9 +271,9 @@ class Federation:
             nc = self._nc
             sent = 0
             while buffer and nc is not None and self._nc is nc:
-                subject, payload = buffer.popleft()
+                seq, ts, event = buffer.popleft()
                 try:
-                    await nc.publish(subject, payload)
+                    await nc.publish(subjects[type(event)], encode(event, node, seq, ts))
                 except Exception as exc:  # closed under us, too large, buffer limit: at most once
                     self._drop(1)
                     self._note_error(exc)
@@ -298,7 +327,8 @@ class Federation:
                     allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
                     connect_timeout=CONNECT_TIMEOUT,
                     ping_interval=PING_INTERVAL, max_outstanding_pings=2,
-                    pending_size=PENDING_BYTES, error_cb=self._on_error, closed_cb=on_closed)
+                    pending_size=PENDING_BYTES, no_echo=True, error_cb=self._on_error,
+                    closed_cb=on_closed)
                 await nc.subscribe(f"{self._config.prefix}.>", cb=self._on_msg,
                                    pending_msgs_limit=SUB_PENDING_MSGS,
                                    pending_bytes_limit=SUB_PENDING_BYTES)
@@ -322,6 +352,7 @@ class Federation:
             self._nc = nc
             self._up.set()
             self._counters.federation_connected.set(value=1)
+            self._pump_wake.set()
             self._work.set()
             _log.info("federation_connected", url=self._shown_url, node=self._config.node,
                       subjects=f"{self._config.prefix}.{self._config.node}.>",

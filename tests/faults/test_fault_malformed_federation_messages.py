@@ -69,7 +69,7 @@ async def test_malformed_messages_are_dropped_counted_and_never_reach_a_receiver
             await raw_client.publish(subject, data)
         valid = KernelEvent.ServiceCrashed(service="after", reason="still flowing")
         await raw_client.publish(f"{p}.web-1.kernel.service.crashed",
-                                 encode(valid, '"web-1"', 1, 1.0))
+                                 encode(valid, "web-1", 1, 1.0))
         await raw_client.flush()
         assert await asyncio.wait_for(rx.recv(), 5) == ("web-1", valid)
         try:

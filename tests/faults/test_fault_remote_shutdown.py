@@ -33,9 +33,9 @@ async def test_a_remote_shutdown_is_a_fleet_event_and_never_stops_this_kernel(
         assert await asyncio.wait_for(fleet.recv(), 5) == ("web-2", KernelEvent.Shutdown())
         # forged ones: our own name (ignored) and a node nobody runs
         await raw_client.publish(f"{p}.web-1.kernel.shutdown",
-                                 encode(KernelEvent.Shutdown(), '"web-1"', 99, 1.0))
+                                 encode(KernelEvent.Shutdown(), "web-1", 99, 1.0))
         await raw_client.publish(f"{p}.ghost.kernel.shutdown",
-                                 encode(KernelEvent.Shutdown(), '"ghost"', 1, 1.0))
+                                 encode(KernelEvent.Shutdown(), "ghost", 1, 1.0))
         await raw_client.flush()
         assert await asyncio.wait_for(fleet.recv(), 5) == ("ghost", KernelEvent.Shutdown())
         await asyncio.sleep(0.2)
