@@ -3,14 +3,14 @@
 Composed by the kernel only when ``federation.nats_url`` is set; nats-py is imported when the
 connection is first made, so a kernel without the extra never loads it.
 
-Three tasks, none of which can hold up the kernel bus (docs/FEDERATION.md):
+Two tasks, neither of which can hold up the kernel bus (docs/FEDERATION.md):
 
 * the **pump** is an ordinary receiver of the kernel bus. It numbers every event (``seq``, per
   node, from 1 in each process run) and appends it to a bounded buffer; a full buffer drops its
   oldest entry, and a ``Lagged`` on the receiver skips that many numbers. Both count in
   ``federation_dropped_total``, and both leave a gap in ``seq`` that the other kernels report
   as ``Lagged`` for this node. While NATS is away it only looks every :data:`SWEEP` seconds.
-* the **sender** encodes buffered events and hands them to nats-py while connected.
+  While connected it also encodes the buffered events and hands them to nats-py.
 * the **connection** task connects (nats-py's own reconnect is off: this task retries with
   jittered exponential backoff, so the first connection and every later one behave alike),
   subscribes to ``<prefix>.>`` for the fleet view, and waits for the connection to close.
@@ -55,7 +55,9 @@ MAX_BACKOFF = 5.0
 PING_INTERVAL = 10
 """Seconds between client pings; two unanswered pings close a dead connection."""
 PENDING_BYTES = 1 << 20
-"""nats-py's own write buffer; past it a publish waits (the sender, never the bus)."""
+"""nats-py's own write buffer; past it a publish waits (the pump, never the bus)."""
+FLUSH_TIMEOUT = 2.0
+"""Seconds a publish may wait for nats-py's own buffer to drain before it gives up."""
 SWEEP = 0.1
 """Seconds between two looks at the bus while NATS is away."""
 SUB_PENDING_MSGS = 65_536
@@ -100,9 +102,7 @@ class Federation:
         self._attempt_error: BaseException | None = None
         self._nc: Client | None = None
         self._up = asyncio.Event()
-        self._work = asyncio.Event()
         self._pump_wake = asyncio.Event()
-        self._pump_done = False
         self._stopping = False
         self._rx: Receiver[KernelEvent] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -120,8 +120,7 @@ class Federation:
             return
         self._counters.federation_connected.set(value=0)
         self._rx = self._bus.subscribe()
-        for name, coro in (("pump", self._pump()), ("sender", self._sender()),
-                           ("connection", self._connection())):
+        for name, coro in (("pump", self._pump()), ("connection", self._connection())):
             self._tasks[name] = asyncio.create_task(coro, name=f"ron-kernel federation {name}")
             self._counters.tasks_spawned_total.inc("federation")
         if self._config.required:
@@ -145,22 +144,18 @@ class Federation:
         self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        pump, sender, connection = (self._tasks["pump"], self._tasks["sender"],
-                                    self._tasks["connection"])
+        pump, connection = self._tasks["pump"], self._tasks["connection"]
         if not self._bus.closed and self._rx is not None:
             self._rx.close()  # a stop without a closed bus (a failed start): stop reading now
         self._pump_wake.set()
         await asyncio.wait({pump}, timeout=max(0.0, deadline - loop.time()))
-        self._work.set()
-        if self.connected:  # NATS away: no waiting, what is buffered is dropped (counted)
-            await asyncio.wait({sender}, timeout=max(0.0, deadline - loop.time()))
         nc = self._nc
-        if nc is not None and nc.is_connected and sender.done():
+        if nc is not None and nc.is_connected and pump.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.flush(), max(0.01, deadline - loop.time()))
-        for task in (pump, sender, connection):
+        for task in (pump, connection):
             task.cancel()
-        await asyncio.gather(pump, sender, connection, return_exceptions=True)
+        await asyncio.gather(pump, connection, return_exceptions=True)
         if self._buffer:
             self._drop(len(self._buffer))
             self._buffer.clear()
@@ -177,6 +172,16 @@ class Federation:
     def connected(self) -> bool:
         """Whether a NATS connection is up now."""
         return self._up.is_set()
+
+    @property
+    def published(self) -> int:
+        """Events handed to NATS so far."""
+        return self._published
+
+    @property
+    def dropped(self) -> int:
+        """Events never handed to NATS so far."""
+        return self._dropped
 
     def status(self) -> dict[str, Any]:
         """The ``federation`` section of ``/status`` (the URL's credentials redacted)."""
@@ -206,7 +211,7 @@ class Federation:
         """Number ``batch`` and keep it in the buffer; the oldest entries beyond are dropped.
 
         C-level work only (the kernel bus throughput must not notice federation): a filter,
-        a zip into the bounded deque. Encoding waits for the sender, for what is really sent.
+        a zip into the bounded deque. Encoding waits until an event is really sent.
         """
         subjects = self._subjects
         events = [event for event in batch if type(event) in subjects]  # KernelEvents only
@@ -223,21 +228,26 @@ class Federation:
                           strict=False))
 
     async def _pump(self) -> None:
-        """Kernel bus -> numbered, bounded buffer. Never waits on NATS.
+        """Kernel bus -> numbered, bounded buffer -> NATS. Never holds up the bus.
 
-        Connected, it reads every event as it comes (latency). Not connected, it looks at the
-        bus every :data:`SWEEP` seconds only: the bus ring holds the newest events meanwhile,
-        what fell out of it arrives as one ``Lagged`` (numbers skipped, drops counted), and
-        the local bus pays nothing per event for a federation that cannot send.
+        Connected, it reads every event as it comes and hands it over at once (latency). Not
+        connected, it looks at the bus every :data:`SWEEP` seconds only: the bus ring holds the
+        newest events meanwhile, what fell out of it arrives as one ``Lagged`` (numbers skipped,
+        drops counted), and the local bus pays nothing per event for a federation that cannot
+        send. If nats-py ever makes a publish wait (its own buffer full), the pump waits, its
+        receiver lags, and what it misses is counted the same way.
         """
         rx = self._rx
         assert rx is not None
         try:
             while True:
                 try:
-                    if self._up.is_set():
+                    nc = self._nc
+                    if nc is not None and nc.is_connected:
+                        if self._buffer:
+                            await self._send(nc)  # the backlog of the time away
                         self._take(await rx.recv_many(_BATCH))
-                        self._work.set()
+                        await self._send(nc)
                         continue
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._pump_wake.wait(), SWEEP)
@@ -247,46 +257,43 @@ class Federation:
                         if not batch:
                             break
                         self._take(batch)
-                    self._work.set()
                 except Lagged as lag:
                     # events this receiver never saw: their numbers are skipped, so the other
                     # kernels see the gap and report it as Lagged for this node
                     self._seq += lag.missed
                     self._drop(lag.missed)
         except Closed:
-            return
+            # the bus closed (shutdown) and everything was read: hand over the rest, Shutdown
+            # included (stop() bounds how long this may take)
+            nc = self._nc
+            if nc is not None and nc.is_connected:
+                await self._send(nc)
         finally:
             rx.close()
-            self._pump_done = True
-            self._work.set()
 
-    async def _sender(self) -> None:
-        """Buffer -> NATS while connected; ends once the pump ended and the buffer is empty."""
+    async def _send(self, nc: Client) -> None:
+        """Encode and publish the buffer, oldest first, while ``nc`` stays connected."""
         buffer = self._buffer
         subjects, node = self._subjects, self._config.node
-        published = self._counters.federation_published_total
-        while True:
-            await self._work.wait()
-            self._work.clear()
-            nc = self._nc
-            sent = 0
-            while buffer and nc is not None and self._nc is nc:
+        publish = nc.publish
+        sent = 0
+        try:
+            while buffer:
                 seq, ts, event = buffer.popleft()
                 try:
-                    await nc.publish(subjects[type(event)], encode(event, node, seq, ts))
-                except Exception as exc:  # closed under us, too large, buffer limit: at most once
+                    await publish(subjects[type(event)], encode(event, node, seq, ts))
+                except Exception as exc:  # closed under us, too large: at most once, counted
                     self._drop(1)
                     self._note_error(exc)
                     if not nc.is_connected:
-                        break
+                        return
                     continue
-                self._published += 1
-                published.inc()
                 sent += 1
                 if sent % _BATCH == 0:
                     await asyncio.sleep(0)  # let the loop breathe during a long backlog
-            if self._pump_done and not buffer:
-                return
+        finally:
+            self._published += sent
+            self._counters.federation_published_total.inc(amount=sent)
 
     # ------------------------------------------------------------------ connection
 
@@ -327,8 +334,8 @@ class Federation:
                     allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
                     connect_timeout=CONNECT_TIMEOUT,
                     ping_interval=PING_INTERVAL, max_outstanding_pings=2,
-                    pending_size=PENDING_BYTES, no_echo=True, error_cb=self._on_error,
-                    closed_cb=on_closed)
+                    pending_size=PENDING_BYTES, flush_timeout=FLUSH_TIMEOUT, no_echo=True,
+                    error_cb=self._on_error, closed_cb=on_closed)
                 await nc.subscribe(f"{self._config.prefix}.>", cb=self._on_msg,
                                    pending_msgs_limit=SUB_PENDING_MSGS,
                                    pending_bytes_limit=SUB_PENDING_BYTES)
@@ -353,7 +360,6 @@ class Federation:
             self._up.set()
             self._counters.federation_connected.set(value=1)
             self._pump_wake.set()
-            self._work.set()
             _log.info("federation_connected", url=self._shown_url, node=self._config.node,
                       subjects=f"{self._config.prefix}.{self._config.node}.>",
                       fleet=f"{self._config.prefix}.>", connects=self._connects)
@@ -372,3 +378,6 @@ async def _discard(nc: Client) -> None:
     """Close a client, bounded: a server that stopped reading must not hold the caller."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(nc.close(), 1.0)
+    # nats-py cancels its reader, pinger and flusher without awaiting them: let them finish
+    for _ in range(3):
+        await asyncio.sleep(0)

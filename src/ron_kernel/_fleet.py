@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -63,18 +63,27 @@ def subject_for(prefix: str, node: str, variant: str) -> str:
     return f"{prefix}.{node}.{TOPICS[variant]}"
 
 
+# One builder per variant (the set is closed): the hot path of every federated event is one
+# dict display and one orjson.dumps. tests/test_federation.py checks them against to_json().
+_PAYLOADS: dict[type, Callable[[Any, str, int, float], dict[str, Any]]] = {
+    KernelEvent.Health: lambda e, node, seq, ts: {
+        "type": "Health", "service": e.service, "ok": e.ok, "node": node, "seq": seq, "ts": ts},
+    KernelEvent.ConfigUpdated: lambda e, node, seq, ts: {
+        "type": "ConfigUpdated", "version": e.version, "node": node, "seq": seq, "ts": ts},
+    KernelEvent.ServiceCrashed: lambda e, node, seq, ts: {
+        "type": "ServiceCrashed", "service": e.service, "reason": e.reason, "node": node,
+        "seq": seq, "ts": ts},
+    KernelEvent.Shutdown: lambda e, node, seq, ts: {
+        "type": "Shutdown", "node": node, "seq": seq, "ts": ts},
+}
+
+
 def encode(event: KernelEvent, node: str, seq: int, ts: float) -> bytes:
     """The wire payload: the event's flat INTEROP JSON plus ``node``, ``seq`` and ``ts``.
 
-    One ``orjson.dumps`` of one dict (the hot path of every federated event); text UTF-8 cannot
-    carry (lone surrogates) is escaped, as in ``KernelEvent.to_json``.
+    Text UTF-8 cannot carry (lone surrogates) is escaped, as in ``KernelEvent.to_json``.
     """
-    payload: dict[str, Any] = {"type": type(event).__name__}
-    for name, _ in event._FIELDS:  # type: ignore[attr-defined]
-        payload[name] = getattr(event, name)
-    payload["node"] = node
-    payload["seq"] = seq
-    payload["ts"] = ts
+    payload = _PAYLOADS[type(event)](event, node, seq, ts)
     try:
         return orjson.dumps(payload)
     except orjson.JSONEncodeError:
