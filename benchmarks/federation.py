@@ -78,6 +78,13 @@ async def _connected(fed: Federation, within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _close(nc: Client) -> None:
+    """Close a bare client and let the tasks nats-py cancelled finish before the loop closes."""
+    await nc.close()
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 async def _stop(bus: Bus[KernelEvent], fed: Federation) -> None:
     bus.close()
     await fed.stop()
@@ -127,7 +134,7 @@ async def _outbound(url: str, events: int, rounds: int) -> dict[str, Any]:
             bare.append((time.process_time() - c0) / events)
         dropped = fed.dropped
     finally:
-        await nc.close()
+        await _close(nc)
         await _stop(bus, fed)
     return {"events": events, "rounds": rounds, "dropped": dropped,
             "federation_us": percentiles([s * 1e6 for s in ours]),
@@ -219,8 +226,8 @@ async def _latency(url: str, rate: float, count: int) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 5.0)
     finally:
-        await pub.close()
-        await sub.close()
+        await _close(pub)
+        await _close(sub)
     return {"rate": rate, "events": count, "received": len(ours), "bare_received": len(bare),
             "federation_ms": percentiles(ours), "bare_ms": percentiles(bare),
             RAW: {"federation_ms": ours, "bare_ms": bare}}
