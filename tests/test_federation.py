@@ -30,6 +30,7 @@ from ron_kernel.cli.tail import literal_node, tail_nats
 from ron_kernel.config import explain
 from ron_kernel.errors import ConfigError, Empty
 from ron_kernel.kernel import FleetLagged, Kernel
+from ron_kernel.logging import configure_logging
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,18 @@ def test_credentials_in_the_url_never_show_in_config_check(capsys: pytest.Captur
     assert main(["config", "check", "--fed-nats-url", url]) == 0
     out = capsys.readouterr()
     assert "hunter2" not in out.out + out.err and "nats://***@127.0.0.1:4222" in out.out
+
+
+def test_credentials_in_the_url_never_show_in_a_reload_diff():
+    from ron_kernel._config import diff
+
+    old = Config.load(env={}, argv=["--fed-nats-url", "nats://a:hunter2@h1:4222"]).flat()
+    new = Config.load(env={}, argv=["--fed-nats-url", "nats://a:swordfish@h2:4222"]).flat()
+    rows = diff(old, new)
+    assert [r["key"] for r in rows] == ["federation.nats_url"]
+    assert rows[0]["applies"] == "next-start"
+    assert "hunter2" not in str(rows) and "swordfish" not in str(rows)
+    assert "nats://***@h2:4222" in rows[0]["new"]
 
 
 def test_without_the_extra_a_nats_url_is_a_config_error_saying_which_extra():
@@ -282,6 +295,8 @@ async def test_seq_gaps_become_lagged_for_that_node_and_are_counted(nats_server,
 async def test_unreachable_nats_at_start_is_not_fatal_and_it_connects_later(tmp_path):
     server = NatsServer(tmp_path / "late", port=free_port())
     k = _kernel(server.url.replace("nats://", "nats://bob:hunter2@"), "late", _prefix())
+    logs = io.StringIO()
+    configure_logging(format="json", level="debug", stream=logs)
     try:
         async with k:
             rx = k.bus.subscribe()
@@ -298,6 +313,10 @@ async def test_unreachable_nats_at_start_is_not_fatal_and_it_connects_later(tmp_
             rx.close()
     finally:
         server.stop()
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    events = {line["event"] for line in lines}
+    assert {"federation_unreachable", "federation_connected", "federation_stopped"} <= events
+    assert "hunter2" not in logs.getvalue() and "nats://***@127.0.0.1:" in logs.getvalue()
 
 
 async def test_required_federation_fails_the_start_with_a_clear_redacted_error():
