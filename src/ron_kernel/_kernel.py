@@ -164,14 +164,15 @@ class Kernel(Generic[M]):
                 ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` answers: config version, readiness, children, bus statistics,
-        federation (URL redacted) and the fleet's nodes."""
+        """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
+        children, bus statistics, federation (URL redacted) and the fleet's nodes."""
         cfg = self.config
         now = time.monotonic()
         return {
             "state": self._state,
             "uptime_s": None if self._started_at is None else round(now - self._started_at, 3),
             "config_version": cfg.version,
+            "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
@@ -200,9 +201,11 @@ class Kernel(Generic[M]):
         self.health.satisfy("config")
         self.health.attach_bus(self.bus)
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
+        # undone in reverse: SIGHUP is removed first, then a queued or running reload cancelled
+        self._undo.append(self.config_cell.cancel_pending_reloads)
         if self._handle_sighup:
             self._undo.append(self.config_cell.install_sighup())
-        if self._watch_config and self.config_cell.path.parent.is_dir():
+        if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
             if self._federation is not None:

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--app", metavar="MODULE:FACTORY",
                      help="a factory (sync or async) that receives the Kernel and adds your "
-                          "services; without it, built-in demo services run")
+                          "services (the module's APP_CONFIG, a pydantic model or dataclass, "
+                          "is the config of its [app] keys); without it, demo services run")
     run.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                      help="event loop: uvloop when installed (auto), or force one")
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "every value with its source. Exit 0 when valid, 1 with every problem "
                     "listed when not.")
     add_config_arguments(check)
+    check.add_argument("--app", metavar="MODULE:FACTORY",
+                       help="also validate and explain the app keys (app.*) with the config "
+                            "model the module declares (APP_CONFIG)")
 
     tail = sub.add_parser("tail", help="follow a running kernel's events (or a fleet's)",
                           description="Follow BASE_URL/events and print one JSON line per "
