@@ -74,6 +74,9 @@ METRICS_ADDR_ALIAS = "RON_KERNEL_METRICS_ADDR"
 MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
 MAX_FILE_BYTES = 1 << 20
+# Below 10 ms, timer jitter and GC pauses would count as blocks; above 1 h is a typo.
+MIN_LOOP_BLOCK_THRESHOLD = timedelta(milliseconds=10)
+MAX_LOOP_BLOCK_THRESHOLD = timedelta(hours=1)
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -124,10 +127,17 @@ class PqConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObservabilityConfig:
-    """``[observability]``: whether and where the kernel serves /metrics, /healthz, /readyz."""
+    """``[observability]``: the HTTP endpoints, loop-health threshold and debug endpoints.
+
+    ``expose_http``/``addr``: whether and where /metrics, /healthz, /readyz are served.
+    ``loop_block_threshold``: how long the event loop may run no callback before the
+    watchdog reports it blocked (10ms..1h). ``debug_endpoints``: serve ``GET /debug/tasks``.
+    """
 
     expose_http: bool = False
     addr: str = "127.0.0.1:0"
+    loop_block_threshold: timedelta = timedelta(milliseconds=100)
+    debug_endpoints: bool = False
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -255,11 +265,13 @@ class _Field:
     help: str = ""
 
 
-def _dur(key: str, env: str, flag: str, reload: str, lo: timedelta, help: str) -> _Field:
-    low = "0s or more" if lo == timedelta(0) else "more than 0s"
+def _dur(key: str, env: str, flag: str, reload: str, lo: timedelta, help: str,
+         hi: timedelta = MAX_DURATION) -> _Field:
+    low = ("0s or more" if lo == timedelta(0) else "more than 0s" if lo == _TINY
+           else f"at least {format_duration(lo)}")
     return _Field(key, "duration", env, flag, reload,
-                  f"a duration ({low}, at most 24h) such as '100ms', '1.5s' or '1h30m'",
-                  lo=lo, hi=MAX_DURATION, help=help)
+                  f"a duration ({low}, at most {format_duration(hi)}) such as '100ms', '1.5s' "
+                  "or '1h30m'", lo=lo, hi=hi, help=help)
 
 
 _BOOL_WORDS = "true|false (also on|off, yes|no, 1|0)"
@@ -296,6 +308,13 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
     _Field("observability.addr", "addr", "RONK_OBS_ADDR", "--obs-addr", NEXT_START,
            "host:port such as 127.0.0.1:9909 ([::1]:9909 for IPv6)",
            help="bind address of the observability endpoints"),
+    _dur("observability.loop_block_threshold", "RONK_OBS_LOOP_BLOCK_THRESHOLD",
+         "--obs-loop-block-threshold", IMMEDIATE, MIN_LOOP_BLOCK_THRESHOLD,
+         "the event loop counts as blocked after running no callback this long",
+         hi=MAX_LOOP_BLOCK_THRESHOLD),
+    _Field("observability.debug_endpoints", "bool", "RONK_OBS_DEBUG_ENDPOINTS",
+           "--obs-debug-endpoints", NEXT_START, f"a boolean: {_BOOL_WORDS}",
+           help="serve GET /debug/tasks (loopback peers only)"),
     _Field("log.format", "enum", "RONK_LOG_FORMAT", "--log-format", IMMEDIATE,
            "one of json, text", choices=LOG_FORMATS, help="log format"),
     _Field("log.level", "enum", "RONK_LOG_LEVEL", "--log-level", IMMEDIATE,

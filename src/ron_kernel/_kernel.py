@@ -21,8 +21,9 @@ from ._exitcodes import EXIT_INTERRUPTED
 from ._federation import Federation
 from ._fleet import Fleet
 from ._health import HealthState
-from ._kernel_http import events_handler, status_handler
+from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._logging import configure_from_config, get_logger, loop_exception_handler
+from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor import Supervisor
@@ -78,7 +79,8 @@ class Kernel(Generic[M]):
                  env: Mapping[str, str] | None = None,
                  argv: Sequence[str] | None = None,
                  watch_config: bool = True,
-                 handle_sighup: bool = True) -> None:
+                 handle_sighup: bool = True,
+                 loop_health: bool = True) -> None:
         if app_config is not None:
             check_app_model(app_config)
         if config is None:
@@ -106,6 +108,10 @@ class Kernel(Generic[M]):
         self._federation: Federation | None = (
             Federation(fed, bus=self.bus, fleet=self.fleet, counters=self.metrics.counters)
             if fed.nats_url else None)
+        self._loop_health = LoopHealth(
+            self.metrics.counters,
+            threshold=config.observability.loop_block_threshold.total_seconds(),
+        ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
@@ -165,7 +171,12 @@ class Kernel(Generic[M]):
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
-        children, bus statistics, federation (URL redacted) and the fleet's nodes."""
+        children, bus statistics, loop health, federation (URL redacted) and the fleet's
+        nodes.
+
+        ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
+        last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        """
         cfg = self.config
         now = time.monotonic()
         return {
@@ -179,6 +190,8 @@ class Kernel(Generic[M]):
             "federation": (self._federation.status() if self._federation is not None
                            else {"enabled": False}),
             "fleet": self.fleet.status(),
+            "loop": (self._loop_health.snapshot() if self._loop_health is not None
+                     else {"enabled": False}),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -196,6 +209,8 @@ class Kernel(Generic[M]):
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        if self._loop_health is not None:
+            self._loop_health.start()
         # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         self.health.satisfy("config")
@@ -216,6 +231,8 @@ class Kernel(Generic[M]):
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
+                if cfg.observability.debug_endpoints:
+                    routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
@@ -305,6 +322,8 @@ class Kernel(Generic[M]):
             self._http_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        if self._loop_health is not None:
+            self._loop_health.stop()
         self._state = "stopped"
         _log.info("shutdown_complete",
                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -328,6 +347,9 @@ class Kernel(Generic[M]):
             # (an embedder's own configure_logging keeps its format, level and stream)
             configure_from_config(format=new.log.format, level=new.log.level,
                                   amnesia=new.amnesia.enabled)
+        threshold = new.observability.loop_block_threshold
+        if threshold != old.observability.loop_block_threshold and self._loop_health is not None:
+            self._loop_health.set_threshold(threshold.total_seconds())
         if new.pq != old.pq:
             self.health.configure_pq(new.pq.mode, new.pq.require_pq)
         if new.supervisor != old.supervisor or new.shutdown != old.shutdown:

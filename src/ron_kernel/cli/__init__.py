@@ -1,7 +1,8 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, list tasks.
 
 The whole command line lives in this package: the parser and :func:`main` here,
 ``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
+``ron-kernel tasks`` in :mod:`.tasks`,
 the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
 :mod:`ron_kernel._exitcodes`.
 
@@ -90,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --nats: only nodes whose name matches (e.g. 'web-*')")
     tail.add_argument("--prefix", default="ron",
                       help="with --nats: the fleet's subject prefix (default: %(default)s)")
+
+    tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
+                           description="Print GET BASE_URL/debug/tasks as a table (the kernel "
+                                       "needs observability.debug_endpoints = true). Exit 0, "
+                                       "1 when unreachable or refused, 2 for a bad URL.")
+    tasks.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                       help="the kernel's observability address (default: %(default)s)")
+    tasks.add_argument("--stacks", action="store_true",
+                       help="print every frame of each task under its row")
     return parser
 
 
@@ -104,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run import config_check
 
         return config_check(args)
+    if args.command == "tasks":
+        from .tasks import tasks as print_tasks
+
+        return print_tasks(args.url, out=sys.stdout, err=sys.stderr, stacks=args.stacks)
     # argparse allows only the choices above, so this is `tail`
     import asyncio
 
