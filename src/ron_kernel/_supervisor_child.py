@@ -258,36 +258,32 @@ class NotAwaitableChild(TypeError):
     """A child callable returned something that cannot be awaited (a plain ``def``?)."""
 
 
-async def run_child(fn: Callable[[ChildContext[Any]], Awaitable[None]],
-                    ctx: ChildContext[Any]) -> None:
-    """Call ``fn(ctx)`` and await what it returns.
+def format_traceback(exc: BaseException) -> str:
+    """``exc``'s whole formatted traceback, always encodable; never raises.
 
-    ``async def`` functions, lambdas and partials returning a coroutine, and objects with an
-    async ``__call__`` all work. A result that is not awaitable raises
-    :class:`NotAwaitableChild` (the supervisor quarantines the child at once: it cannot get
-    better by restarting).
+    Formatted once per crash: the log line carries it whole (capped by the logger) and
+    ``/status`` keeps its tail (:func:`trimmed_traceback`).
     """
-    _current_child.set(ctx.name)  # this task's own context: set once, never reset
-    result = fn(ctx)
-    if not inspect.isawaitable(result):
-        raise NotAwaitableChild(
-            f"child {ctx.name!r} returned {type(result).__name__}, not an awaitable: make it "
-            "`async def` (or a callable returning a coroutine)")
-    await result
-
-
-def trimmed_traceback(exc: BaseException) -> str:
-    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB, always encodable."""
     try:
-        lines = "".join(traceback.format_exception(exc)).splitlines()
-    except Exception:
+        return printable("".join(traceback.format_exception(exc)).rstrip("\n"))
+    except Exception:  # a traceback that cannot be formatted is no reason to stop supervising
         return f"<traceback of {type(exc).__name__} could not be formatted>"
-    text = "\n".join(lines[-TRACEBACK_LINES:])
-    return printable(text[-TRACEBACK_CHARS:])
+
+
+def trimmed_traceback(exc: BaseException, text: str | None = None) -> str:
+    """The tail of ``exc``'s formatted traceback (or of ``text``): at most 20 lines and 4 KB."""
+    full = format_traceback(exc) if text is None else text
+    tail = "\n".join(full.splitlines()[-TRACEBACK_LINES:])
+    return tail[-TRACEBACK_CHARS:]
 
 
 _current_child: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ron_kernel_current_child", default=None)
+
+
+def set_current_child(name: str) -> None:
+    """Mark the running task (and the tasks it starts) as belonging to child ``name``."""
+    _current_child.set(name)
 
 
 def current_child() -> str | None:
