@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install the non-Python tools the test suite uses, when missing: promtool (Debian package
-# `prometheus`, checks the /metrics exposition) and spin + gcc (check the Promela models).
+# `prometheus`, checks the /metrics exposition), spin + gcc (check the Promela models) and
+# chromium (the status page's browser tests drive /usr/bin/chromium through Playwright; no
+# browser is ever downloaded by Playwright itself).
 # A no-op when they are present; needs root and apt-get otherwise (CI runs as root).
 set -euo pipefail
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v spin >/dev/null 2>&1 || missing+=(spin)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (Debian packages) for the test suite" >&2
@@ -15,5 +18,5 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 else
   echo "warning: ${missing[*]} not installed and cannot install them here (needs root + apt-get);" \
-       "the promtool and spin tests will fail until they are on PATH" >&2
+       "the promtool, spin and browser tests will fail until they are on PATH" >&2
 fi

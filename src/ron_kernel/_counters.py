@@ -33,9 +33,14 @@ class BusLike(Protocol):
 
 
 class MailboxLike(Protocol):
-    """A mailbox that can report its name and depth."""
+    """A mailbox that can report its name, depth and capacity."""
 
     name: str
+
+    @property
+    def capacity(self) -> int:
+        """The most messages it holds."""
+        ...
 
     def __len__(self) -> int:
         """Messages waiting."""

@@ -26,6 +26,7 @@ from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor import Supervisor
 from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
+from ._ui import ui_routes
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
 
@@ -46,7 +47,7 @@ class Kernel(Generic[M]):
     :class:`~ron_kernel.HealthState` (which requires ``config`` and ``bus_attached``), the root
     :class:`~ron_kernel.supervisor.Supervisor`, the logging setup and, when
     ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
-    ``/readyz``, ``/status``, ``/events``).
+    ``/readyz``, ``/status``, ``/events``, the status page ``/ui``).
 
     With ``config=None`` the config is loaded from ``path``/``env``/``argv`` exactly like
     :meth:`Config.load`; reloads recompute it from the same sources. Pass a ``Config`` to use it
@@ -149,10 +150,10 @@ class Kernel(Generic[M]):
         host, port = self.http_addr
         base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         return {name: f"{base}/{name}" for name in
-                ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
+                ("metrics", "healthz", "readyz", "status", "events", "ui")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` answers: config version, readiness, children, bus statistics."""
+        """What ``GET /status`` answers: config version, readiness, children, bus, mailboxes."""
         cfg = self.config
         now = time.monotonic()
         return {
@@ -162,6 +163,8 @@ class Kernel(Generic[M]):
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
+            "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
+                          for m in self.metrics.counters.mailboxes()],
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -194,6 +197,7 @@ class Kernel(Generic[M]):
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
+                routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
