@@ -43,12 +43,12 @@ def status_handler(status: Callable[[], Mapping[str, Any]]) -> Callable[[web.Req
 class Framing:
     """How one ``/events`` stream frames what it sends: NDJSON or Server-Sent Events."""
 
-    __slots__ = ("content_type", "head", "keepalive", "keepalive_frame", "lag_frame", "prefix",
-                 "suffix")
+    __slots__ = ("batch", "content_type", "head", "keepalive", "keepalive_frame", "lag_frame",
+                 "pace", "prefix", "suffix")
 
     def __init__(self, *, content_type: str, prefix: bytes, suffix: bytes, lag_frame: bytes,
                  head: bytes = b"", keepalive: float | None = None,
-                 keepalive_frame: bytes = b"") -> None:
+                 keepalive_frame: bytes = b"", batch: int = BATCH, pace: float = 0.0) -> None:
         self.content_type = content_type
         self.prefix = prefix  # before each event's JSON
         self.suffix = suffix  # after it
@@ -56,6 +56,8 @@ class Framing:
         self.head = head  # sent once, right after the headers
         self.keepalive = keepalive  # seconds of silence before keepalive_frame is sent
         self.keepalive_frame = keepalive_frame
+        self.batch = batch  # most events taken from the receiver per write
+        self.pace = pace  # seconds between two writes of events (0: as they come)
 
 
 NDJSON = Framing(content_type=EVENTS_CONTENT_TYPE, prefix=b"", suffix=b"\n",
@@ -68,23 +70,60 @@ SSE_KEEPALIVE = 15.0
 SSE_RETRY_MS = 1000
 """The ``retry:`` an SSE stream announces: browsers reconnect this soon after a drop."""
 
+SSE_PACE = 0.1
+"""Seconds an SSE stream waits after each write of events: bursts are sent together, at most 20
+writes a second per client, so watchers cost the kernel's loop a bounded amount however busy
+the bus is (a flood beyond ``SSE_BATCH / SSE_PACE`` events/s reaches them as ``lagged``)."""
+
+SSE_BATCH = 256
+"""Most events an SSE stream sends per write (with ``SSE_PACE``: up to ~10,000 events/s)."""
+
 SSE = Framing(content_type=SSE_CONTENT_TYPE, prefix=b"data: ", suffix=b"\n\n",
               lag_frame=b'event: lagged\ndata: {"type":"Lagged","missed":%d}\n\n',
               head=b"retry: %d\n: ron-kernel events\n\n" % SSE_RETRY_MS,
-              keepalive=SSE_KEEPALIVE, keepalive_frame=b": keep-alive\n\n")
+              keepalive=SSE_KEEPALIVE, keepalive_frame=b": keep-alive\n\n",
+              batch=SSE_BATCH, pace=SSE_PACE)
 """Server-Sent Events: one ``data:`` line of the same JSON per event (the default ``message``
 event), lag as a named ``lagged`` event carrying ``{"type":"Lagged","missed":N}``, a comment every
-``SSE_KEEPALIVE`` s of silence."""
+``SSE_KEEPALIVE`` s of silence, paced (``SSE_PACE``, ``SSE_BATCH``)."""
+
+
+class EncodedEvents:
+    """The JSON of recent events, shared by every stream of one kernel.
+
+    Every client reads the same event objects from the bus ring: each is encoded once, however
+    many streams send it. Keyed by identity (the entry keeps the event, so the key cannot be
+    reused while it is cached); cleared when it holds ``limit`` entries. Only streams touch it:
+    with no client there is no per-event work.
+    """
+
+    __slots__ = ("_entries", "limit")
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._entries: dict[int, tuple[Any, bytes]] = {}
+        self.limit = limit
+
+    def json(self, event: Any) -> bytes:
+        """``event.to_json()`` as bytes, from the cache when another stream already encoded it."""
+        hit = self._entries.get(id(event))
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        data: bytes = event.to_json().encode()
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[id(event)] = (event, data)
+        return data
 
 
 def _encode_batch(batch: list[Any], counters: KernelCounters | None,
-                  framing: Framing = NDJSON) -> bytes:
+                  framing: Framing = NDJSON, encoded: EncodedEvents | None = None) -> bytes:
     """The frames of a batch; what is not a KernelEvent is skipped and counted, never fatal."""
     frames = []
     prefix, suffix = framing.prefix, framing.suffix
     for event in batch:
         try:
-            frames.append(prefix + event.to_json().encode() + suffix)
+            data = encoded.json(event) if encoded is not None else event.to_json().encode()
+            frames.append(prefix + data + suffix)
         except Exception:
             if counters is not None:
                 counters.events_unencodable_total.inc()
@@ -103,8 +142,8 @@ def choose_framing(request: web.Request) -> Framing:
         if fmt == "ndjson":
             return NDJSON
         raise web.HTTPBadRequest(
-            body=encode_json({"error": "unknown format", "format": printable(fmt)[:64],
-                              "accepted": ["ndjson", "sse"]}),
+            text=encode_json({"error": "unknown format", "format": printable(fmt)[:64],
+                              "accepted": ["ndjson", "sse"]}).decode(),
             content_type="application/json")
     accept = request.headers.get("Accept", "")
     if SSE_CONTENT_TYPE in accept.lower():
@@ -112,24 +151,27 @@ def choose_framing(request: web.Request) -> Framing:
     return NDJSON
 
 
-async def _next_batch(rx: Receiver[Any], keepalive: float | None) -> list[Any] | None:
+async def _next_batch(rx: Receiver[Any], limit: int,
+                      keepalive: float | None) -> list[Any] | None:
     """The next batch from ``rx``; ``None`` when ``keepalive`` seconds passed without one."""
     if keepalive is None:
-        return await rx.recv_many(BATCH)
+        return await rx.recv_many(limit)
     try:
         async with asyncio.timeout(keepalive):
-            return await rx.recv_many(BATCH)  # cancel-safe: a timeout consumes nothing
+            return await rx.recv_many(limit)  # cancel-safe: a timeout consumes nothing
     except TimeoutError:
         return None
 
 
 async def stream_events(request: web.Request, bus: Bus[KernelEvent], framing: Framing,
                         streams: set[asyncio.Task[Any]] | None = None,
-                        counters: KernelCounters | None = None) -> web.StreamResponse:
+                        counters: KernelCounters | None = None,
+                        encoded: EncodedEvents | None = None) -> web.StreamResponse:
     """Serve one ``/events`` client in ``framing`` until the bus closes or the client leaves.
 
     One receiver per client (a slow client only lags itself), batches from ``recv_many``,
-    unencodable objects skipped and counted. The serving task is in ``streams`` while it runs.
+    unencodable objects skipped and counted, each event encoded once for every stream sharing
+    ``encoded``. The serving task is in ``streams`` while it runs.
     """
     if bus.closed:
         raise web.HTTPServiceUnavailable(text='{"error":"the kernel is shutting down"}',
@@ -146,10 +188,10 @@ async def stream_events(request: web.Request, bus: Bus[KernelEvent], framing: Fr
             await resp.prepare(request)
             if framing.head:
                 await resp.write(framing.head)
-            keepalive = framing.keepalive
+            keepalive, limit, pace = framing.keepalive, framing.batch, framing.pace
             while True:
                 try:
-                    batch = await _next_batch(rx, keepalive)
+                    batch = await _next_batch(rx, limit, keepalive)
                 except Lagged as lag:
                     await resp.write(framing.lag_frame % lag.missed)
                     continue
@@ -158,9 +200,11 @@ async def stream_events(request: web.Request, bus: Bus[KernelEvent], framing: Fr
                 if batch is None:
                     await resp.write(framing.keepalive_frame)
                     continue
-                body = _encode_batch(batch, counters, framing)
+                body = _encode_batch(batch, counters, framing, encoded)
                 if body:
                     await resp.write(body)
+                if pace:
+                    await asyncio.sleep(pace)  # what arrives meanwhile goes in the next write
             await resp.write_eof()
     except ConnectionError:
         pass  # the client went away; its receiver is closed by the with-block
@@ -186,7 +230,10 @@ def events_handler(bus: Bus[KernelEvent],
     stays connected.
     """
 
+    encoded = EncodedEvents()
+
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await stream_events(request, bus, choose_framing(request), streams, counters)
+        return await stream_events(request, bus, choose_framing(request), streams, counters,
+                                   encoded)
 
     return handle

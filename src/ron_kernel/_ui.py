@@ -65,7 +65,7 @@ def ui_routes() -> list[tuple[str, str, Handler]]:
 
     async def asset(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if name not in bodies or name == "index.html":
+        if name not in bodies:
             raise web.HTTPNotFound()
         return _asset_response(bodies[name], UI_ASSETS[name])
 

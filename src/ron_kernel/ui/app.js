@@ -30,7 +30,7 @@
   let timer = null;
   let clockOffset = 0;           // server wall clock minus ours, when clearly apart (seconds)
   let prevBus = null;            // {published, lagged, t} for the rates
-  let prevUptime = null;
+  let prevStarted = null;        // our clock's estimate of when the kernel started
   let feedCount = 0;
   let source = null;
   const expanded = new Set();    // paths of children whose traceback is open
@@ -162,11 +162,14 @@
   function render(s) {
     if (!s || typeof s !== "object") return;
     const uptime = num(s.uptime_s);
-    if (prevUptime !== null && uptime !== null && uptime + 1 < prevUptime) {
-      addFeed({type: "local"}, "new kernel run (uptime went from " + duration(prevUptime) + " to " + duration(uptime) + ")");
+    // A new run of the kernel (restarted on the same address): its start moved.
+    const startedAt = uptime === null ? null : Date.now() / 1000 - uptime;
+    if (prevStarted !== null && startedAt !== null && Math.abs(startedAt - prevStarted) > 1) {
+      addFeed({type: "local"}, "new kernel run (started " + clock(new Date(startedAt * 1000)) + ")");
       prevBus = null;
+      treeSig = null;
     }
-    prevUptime = uptime;
+    if (startedAt !== null) prevStarted = startedAt;
     lastStatus = s;
     setText("kstate", s.state);
     setText("uptime", duration(uptime));
@@ -252,6 +255,9 @@
   function tickTimings() {
     const age = (performance.now() - timingsAt) / 1000;
     for (const entry of timings) entry.span.textContent = timingOf(entry.info, age);
+    if (lastStatus && statusOk && num(lastStatus.uptime_s) !== null) {
+      setText("uptime", duration(num(lastStatus.uptime_s) + age));
+    }
   }
 
   function appendChildren(list, tree, path) {
@@ -270,7 +276,8 @@
   function childItem(info, name, path) {
     const state = str(info.state) || "unknown";
     const pathKey = JSON.stringify(path);
-    const item = el("li", {className: "child", dataset: {state: state, child: name, path: pathKey}});
+    const item = el("li", {className: "child",
+      dataset: {state: state, child: name, path: pathKey, depth: Math.min(path.length - 1, 6)}});
     const deps = Array.isArray(info.depends_on) && info.depends_on.length
       ? el("span", {className: "deps", text: "after " + info.depends_on.map(str).join(", ")}) : null;
     const nested = info.children && typeof info.children === "object";
