@@ -15,8 +15,8 @@ import ron_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(ron_kernel.__file__).resolve().parent
-# what only the perf rigs / the soak use
-NOT_RUNTIME = {"rich", "matplotlib", "psutil"}
+# what only the perf rigs / the soak use, and what only the examples use (blake3: blobstore)
+NOT_RUNTIME = {"rich", "matplotlib", "psutil", "blake3"}
 # pydantic validates the typed app config (models and dataclasses alike); typing-extensions
 # gives Config[M] its default type parameter on 3.11 (docs/DECISIONS.md)
 RUNTIME = {"prometheus-client", "aiohttp", "structlog", "orjson", "watchfiles", "pydantic",
@@ -50,6 +50,12 @@ def test_the_perf_extra_and_dev_bring_what_the_rigs_need() -> None:
     for extra in ("perf", "dev"):
         names = {_name(d) for d in extras[extra]}
         assert {"rich", "matplotlib", "psutil"} <= names, (extra, names)
+
+
+def test_the_examples_dependencies_come_with_dev_only() -> None:
+    extras = _project()["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert "blake3" in {_name(d) for d in extras["dev"]}  # `make test` runs examples/blobstore
 
 
 def test_the_package_has_no_perf_subpackage_and_the_rigs_live_outside_it() -> None:

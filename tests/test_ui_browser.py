@@ -216,6 +216,47 @@ def test_a_crash_turns_the_row_red_and_reaches_the_feed_within_2_s(tmp_path, ker
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_control_buttons_appear_with_a_token_kept_in_memory_only(tmp_path, kernels, page):
+    kernel = Kernel(tmp_path)
+    kernels.append(kernel)
+    _open(page, kernel)
+    kernel.crash("victim", "for the operator")
+    page.wait_for_selector(_row("victim", "quarantined"))
+    # hidden until a token is entered
+    assert page.locator("#controls").is_hidden()
+    assert page.locator(".actions button").count() == 0
+    page.fill("#token", "s3cret-token")
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#controls", state="visible")
+    assert page.locator("#token-form").is_hidden()
+    assert page.locator(_row("victim") + " > .row .actions button").count() == 2
+    assert page.locator(_row("worker-1") + " .actions button").count() == 0  # nested: none
+    with page.expect_request(lambda r: "/control/" in r.url) as seen:
+        page.locator(_row("victim") + " .actions button", has_text="Release").click()
+    request = seen.value
+    assert request.method == "POST"
+    assert request.url == kernel.base + "/control/release/victim"
+    assert request.headers["authorization"] == "Bearer s3cret-token"
+    # the kernel's answer is shown as it is (no token configured on this kernel: refused)
+    page.wait_for_selector("#control-result[data-ok=false]")
+    assert re.match(r"release victim: 40[14] ", page.locator("#control-result").inner_text())
+    with page.expect_request(lambda r: r.url.endswith("/control/reload")) as seen:
+        page.click("#reload-config")
+    assert seen.value.headers["authorization"] == "Bearer s3cret-token"
+    # never stored: no storage, no cookie; forgetting or reloading the page hides the controls
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+    assert page.evaluate("document.cookie") == ""
+    page.click("#forget-token")
+    assert page.locator("#controls").is_hidden()
+    assert page.locator(".actions button").count() == 0
+    page.fill("#token", "again")
+    page.click("#token-form button[type=submit]")
+    page.reload()
+    page.wait_for_selector("#conn[data-conn=live]")
+    assert page.locator("#controls").is_hidden()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_attacker_controlled_name_and_reason_are_shown_never_run(tmp_path, kernels, page):
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))

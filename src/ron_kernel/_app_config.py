@@ -50,11 +50,28 @@ def check_model(model: object) -> None:
         "(e.g. `@dataclass(frozen=True) class AppConfig: port: int = 8080`)")
 
 
+_FIELDS: dict[type[Any], dict[str, Any]] = {}
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
 def _fields(model: type[Any]) -> dict[str, Any]:
-    if issubclass(model, BaseModel):
-        return {name: info.annotation for name, info in model.model_fields.items()}
-    return {f.name: hint for f in dataclasses.fields(model)
-            for hint in (typing.get_type_hints(model).get(f.name, Any),)}
+    found = _FIELDS.get(model)
+    if found is None:
+        if issubclass(model, BaseModel):
+            found = {name: info.annotation for name, info in model.model_fields.items()}
+        else:
+            hints = typing.get_type_hints(model)
+            found = {f.name: hints.get(f.name, Any) for f in dataclasses.fields(model)}
+        _FIELDS[model] = found
+    return found
+
+
+def _adapter(model: type[Any]) -> TypeAdapter[Any]:
+    # building the validator is the expensive part (tens of ms): once per model
+    found = _ADAPTERS.get(model)
+    if found is None:
+        found = _ADAPTERS[model] = TypeAdapter(model)
+    return found
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -126,10 +143,9 @@ def validate(model: type[Any], values: Mapping[str, Any]) -> tuple[Any, list[App
                 break
         else:
             target[path[-1]] = value
-    if problems:
-        return None, problems
+    # validate what passed the pre-checks too, so every problem is listed at once
     try:
-        return TypeAdapter(model).validate_python(nested), []
+        instance = _adapter(model).validate_python(nested)
     except ValidationError as exc:
         for error in exc.errors():
             loc = [str(part) for part in error["loc"]]
@@ -138,6 +154,7 @@ def validate(model: type[Any], values: Mapping[str, Any]) -> tuple[Any, list[App
             expected = _describe(annotation) if annotation is not None else "a valid value"
             problems.append(AppProblem(key, values.get(key), error["msg"], expected))
         return None, problems
+    return (None if problems else instance), problems
 
 
 def flatten(instance: Any) -> dict[str, Any]:

@@ -55,6 +55,12 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
+# Event-loop lag: 1 ms (timer jitter) .. 10 s (a loop that is stuck).
+LOOP_LAG_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
 class LabeledCounter:
     """A counter family kept as a dict of plain numbers, one per label-value tuple."""
 
@@ -195,6 +201,17 @@ class KernelCounters:
         self.events_unencodable_total = c(
             "events_unencodable_total",
             "Objects on the kernel bus that /events could not encode (skipped, not fatal).")
+        # Loop health (ron_kernel._loop_health writes these; docs/METRICS.md).
+        self.event_loop_lag_seconds = h(
+            "event_loop_lag_seconds", "How late the event loop ran the lag sampler's timer.",
+            (), buckets=LOOP_LAG_BUCKETS, preset=[()])
+        self.event_loop_lag_max_seconds = g(
+            "event_loop_lag_max_seconds", "Worst sampled event-loop lag over the last 60 s.")
+        self.event_loop_blocked_total = c(
+            "event_loop_blocked_total", "Times the event loop ran no callback for "
+            "observability.loop_block_threshold.")
+        self.event_loop_blocked_seconds_total = c(
+            "event_loop_blocked_seconds_total", "Seconds the detected event-loop blocks lasted.")
         self.observer_errors_total = c(
             "observer_errors_total",
             "Reports (log line, event, readiness) that failed and were dropped; supervision "

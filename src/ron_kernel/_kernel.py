@@ -19,8 +19,9 @@ from ._config_cell import ConfigCell
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
 from ._health import HealthState
-from ._kernel_http import events_handler, status_handler
+from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._logging import configure_from_config, get_logger, loop_exception_handler
+from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor import Supervisor
@@ -74,7 +75,8 @@ class Kernel(Generic[M]):
                  env: Mapping[str, str] | None = None,
                  argv: Sequence[str] | None = None,
                  watch_config: bool = True,
-                 handle_sighup: bool = True) -> None:
+                 handle_sighup: bool = True,
+                 loop_health: bool = True) -> None:
         if app_config is not None:
             check_app_model(app_config)
         if config is None:
@@ -95,6 +97,10 @@ class Kernel(Generic[M]):
             config, bus=self.bus, metrics=self.metrics, health=health,
             config=self.config_cell.get, config_changes=self.config_cell.changes,
             request_shutdown=self.request_shutdown)
+        self._loop_health = LoopHealth(
+            self.metrics.counters,
+            threshold=config.observability.loop_block_threshold.total_seconds(),
+        ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
@@ -153,18 +159,28 @@ class Kernel(Generic[M]):
                 ("metrics", "healthz", "readyz", "status", "events", "ui")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` answers: config version, readiness, children, bus, mailboxes."""
+        """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
+        children, bus statistics, mailboxes, loop health.
+
+        ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
+        last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        ``mailboxes`` lists name, depth and capacity of the mailboxes counted by the kernel's
+        metrics.
+        """
         cfg = self.config
         now = time.monotonic()
         return {
             "state": self._state,
             "uptime_s": None if self._started_at is None else round(now - self._started_at, 3),
             "config_version": cfg.version,
+            "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
             "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
                           for m in self.metrics.counters.mailboxes()],
+            "loop": (self._loop_health.snapshot() if self._loop_health is not None
+                     else {"enabled": False}),
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -182,14 +198,18 @@ class Kernel(Generic[M]):
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        if self._loop_health is not None:
+            self._loop_health.start()
         # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         self.health.satisfy("config")
         self.health.attach_bus(self.bus)
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
+        # undone in reverse: SIGHUP is removed first, then a queued or running reload cancelled
+        self._undo.append(self.config_cell.cancel_pending_reloads)
         if self._handle_sighup:
             self._undo.append(self.config_cell.install_sighup())
-        if self._watch_config and self.config_cell.path.parent.is_dir():
+        if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
             await self.supervisor.start()
@@ -197,6 +217,8 @@ class Kernel(Generic[M]):
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
+                if cfg.observability.debug_endpoints:
+                    routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
                 routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
@@ -281,6 +303,8 @@ class Kernel(Generic[M]):
             self._http_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        if self._loop_health is not None:
+            self._loop_health.stop()
         self._state = "stopped"
         _log.info("shutdown_complete",
                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -304,6 +328,9 @@ class Kernel(Generic[M]):
             # (an embedder's own configure_logging keeps its format, level and stream)
             configure_from_config(format=new.log.format, level=new.log.level,
                                   amnesia=new.amnesia.enabled)
+        threshold = new.observability.loop_block_threshold
+        if threshold != old.observability.loop_block_threshold and self._loop_health is not None:
+            self._loop_health.set_threshold(threshold.total_seconds())
         if new.pq != old.pq:
             self.health.configure_pq(new.pq.mode, new.pq.require_pq)
         if new.supervisor != old.supervisor or new.shutdown != old.shutdown:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ._events import KernelEvent
     from ._health import HealthState
 
+current_task = asyncio.current_task
+
 C = TypeVar("C", default=Any)
 """What ``ctx.config`` is: ``Config[M]`` under ``Kernel(app_config=M)``."""
 T = TypeVar("T")
@@ -54,9 +56,21 @@ class ChildContext(Generic[C]):
     depends_on: tuple[str, ...]
     """The siblings this child started after (``supervise(..., depends_on=...)``)."""
 
-    __slots__ = ("_bus", "_changes", "_config_source", "_health", "_on_ready",
-                 "_request_shutdown", "_stop_by", "_stop_callbacks", "depends_on", "name",
-                 "shutdown")
+    __slots__ = (
+        "_bus",
+        "_changes",
+        "_config_source",
+        "_health",
+        "_loop",
+        "_on_ready",
+        "_request_shutdown",
+        "_stop_by",
+        "_stopped",
+        "_waiting",
+        "depends_on",
+        "name",
+        "shutdown",
+    )
 
     def __init__(self, name: str, *, bus: Bus[KernelEvent] | None = None,
                  config_source: Callable[[], C] | None = None,
@@ -75,7 +89,9 @@ class ChildContext(Generic[C]):
         self._changes = changes
         self._request_shutdown = request_shutdown
         self._stop_by: float | None = None
-        self._stop_callbacks: list[Callable[[], None]] = []
+        self._waiting: list[asyncio.Task[Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: set[asyncio.Task[Any]] = set()
 
     @property
     def bus(self) -> Bus[KernelEvent]:
@@ -130,33 +146,36 @@ class ChildContext(Generic[C]):
         was already requested it is not awaited at all. No task is created per call: the
         shutdown cancels the waiting task itself, and the cancellation is taken back.
         """
-        if self.shutdown.is_set():
-            close = getattr(awaitable, "close", None)
-            if close is not None and inspect.iscoroutine(awaitable):
-                close()  # never started: no "was never awaited" warning
+        if self._stop_by is not None:  # shutdown was requested (cheaper than Event.is_set)
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never started: no "was never awaited" warning
             raise Canceled(f"child {self.name!r} is shutting down")
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = current_task(loop)  # the loop given: no running-loop lookup per call
         if task is None:
             raise RuntimeError("ctx.wait() must be awaited inside a task")
-        fired = False
-
-        def on_stop() -> None:
-            nonlocal fired
-            fired = True
-            task.cancel()
-
-        callbacks = self._stop_callbacks
-        callbacks.append(on_stop)
+        waiting = self._waiting
+        waiting.append(task)
+        # Everything inline: this wraps per-message receives, so each call counts.
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if not fired:
-                raise
+            self._take_back(task)
+            raise
+        finally:
+            if waiting and waiting[-1] is task:
+                waiting.pop()
+            elif task in waiting:
+                waiting.remove(task)
+
+    def _take_back(self, task: asyncio.Task[Any]) -> None:
+        """A cancellation that shutdown caused becomes ``Canceled``; any other propagates."""
+        if task in self._stopped:
+            self._stopped.discard(task)
             task.uncancel()
             raise Canceled(f"child {self.name!r} is shutting down") from None
-        finally:
-            if not fired:
-                callbacks.remove(on_stop)
 
     async def config_changes(self) -> AsyncIterator[C]:
         """Yield the new snapshot after each applied reload; ends at shutdown.
@@ -197,9 +216,11 @@ class ChildContext(Generic[C]):
         if self._stop_by is None or stop_by < self._stop_by:
             self._stop_by = stop_by
         self.shutdown.set()
-        callbacks, self._stop_callbacks = self._stop_callbacks, []
-        for callback in callbacks:
-            callback()
+        # every task parked in ctx.wait() is cancelled now; wait() takes it back as Canceled
+        waiting, self._waiting = self._waiting, []
+        self._stopped.update(waiting)
+        for task in waiting:
+            task.cancel()
 
     def __repr__(self) -> str:
         return f"ChildContext(name={self.name!r}, shutdown={self.shutdown.is_set()})"

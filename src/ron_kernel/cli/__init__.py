@@ -1,7 +1,8 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, list tasks.
 
 The whole command line lives in this package: the parser and :func:`main` here,
 ``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
+``ron-kernel tasks`` in :mod:`.tasks`,
 the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
 :mod:`ron_kernel._exitcodes`.
 
@@ -12,6 +13,7 @@ quickly, and ``ron-kernel --help`` should not pay for aiohttp or prometheus_clie
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -53,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--app", metavar="MODULE:FACTORY",
                      help="a factory (sync or async) that receives the Kernel and adds your "
-                          "services; without it, built-in demo services run")
+                          "services (the module's APP_CONFIG, a pydantic model or dataclass, "
+                          "is the config of its [app] keys); without it, demo services run")
     run.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                      help="event loop: uvloop when installed (auto), or force one")
 
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "every value with its source. Exit 0 when valid, 1 with every problem "
                     "listed when not.")
     add_config_arguments(check)
+    check.add_argument("--app", metavar="MODULE:FACTORY",
+                       help="also validate and explain the app keys (app.*) with the config "
+                            "model the module declares (APP_CONFIG)")
 
     tail = sub.add_parser("tail", help="follow a running kernel's events",
                           description="Follow BASE_URL/events and print one JSON line per "
@@ -75,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the kernel's observability address (default: %(default)s)")
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
+
+    tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
+                           description="Print GET BASE_URL/debug/tasks as a table (the kernel "
+                                       "needs observability.debug_endpoints = true). Exit 0, "
+                                       "1 when unreachable or refused, 2 for a bad URL.")
+    tasks.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                       help="the kernel's observability address (default: %(default)s)")
+    tasks.add_argument("--stacks", action="store_true",
+                       help="print every frame of each task under its row")
     return parser
 
 
@@ -89,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run import config_check
 
         return config_check(args)
+    if args.command == "tasks":
+        from .tasks import tasks as print_tasks
+
+        return print_tasks(args.url, out=sys.stdout, err=sys.stderr, stacks=args.stacks)
     # argparse allows only the choices above, so this is `tail`
     import asyncio
 

@@ -28,6 +28,7 @@
   let inFlight = false;
   let again = false;
   let timer = null;
+  let timerDue = 0;              // performance.now() when the pending fetch is due
   let clockOffset = 0;           // server wall clock minus ours, when clearly apart (seconds)
   let prevBus = null;            // {published, lagged, t} for the rates
   let prevStarted = null;        // our clock's estimate of when the kernel started
@@ -114,14 +115,17 @@
 
   // ------------------------------------------------------------------ /status
 
+  // Fetch /status after `delay` ms, or as soon as the throttle allows when no delay is given
+  // (an event arrived). A pending fetch that is due sooner is kept; a later one is moved up.
   function scheduleStatus(delay) {
     if (inFlight) { again = true; return; }
+    const now = performance.now();
+    const wait = delay !== undefined ? delay : Math.max(0, MIN_GAP_MS - (now - lastStatusAt));
     if (timer !== null) {
-      if (delay === undefined) return;  // one is already due sooner or later; keep it
+      if (timerDue <= now + wait) return;
       clearTimeout(timer);
     }
-    const gap = performance.now() - lastStatusAt;
-    const wait = delay !== undefined ? delay : Math.max(0, MIN_GAP_MS - gap);
+    timerDue = now + wait;
     timer = setTimeout(fetchStatus, wait);
   }
 
