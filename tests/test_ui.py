@@ -22,6 +22,8 @@ import pytest
 
 from ron_kernel import Config, _ui
 from ron_kernel.kernel import Kernel
+from ron_kernel.mailbox import Mailbox
+from ron_kernel.supervisor import ChildContext, Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "src" / "ron_kernel" / "ui"
@@ -75,9 +77,6 @@ async def test_unknown_assets_are_404_and_the_slash_redirects():
 
 
 async def test_status_lists_mailboxes_and_nested_supervisors():
-    from ron_kernel.mailbox import Mailbox
-    from ron_kernel.supervisor import ChildContext, Supervisor
-
     async def idle(ctx: ChildContext) -> None:
         ctx.ready()
         await ctx.shutdown.wait()
