@@ -348,6 +348,7 @@ def test_phone_and_laptop_widths_render_without_horizontal_overflow(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     target = os.environ.get("UI_SCREENSHOTS_DIR")
     if target:
-        page.wait_for_timeout(1500)  # a settled feed and bus rate for the picture
+        # a measured bus rate for the picture (the CSP forbids wait_for_function's eval)
+        page.locator("#bus-rate", has_text=re.compile(r"/s$")).wait_for(timeout=10_000)
         page.screenshot(path=str(Path(target) / f"ui-{label}.png"), full_page=label == "desktop")
     assert page.errors == []  # type: ignore[attr-defined]

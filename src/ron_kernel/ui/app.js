@@ -321,7 +321,7 @@
       nameCell,
       el("span", {className: "state"}, el("span", {className: "pill", dataset: {state: state}, text: state.replace("_", " ")})),
       el("span", {className: "restarts", text: restarts === null ? "-" : String(restarts) +
-        (inWindow ? " (" + inWindow + " recent)" : "")}),
+        (inWindow ? " (" + inWindow + " in window)" : "")}),
       reasonCell,
       timing,
       actions);
