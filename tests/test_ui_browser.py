@@ -39,6 +39,7 @@ XSS = "<img src=x onerror=alert(1)>"
 XSS_REASON = (XSS + ' <script>window.__xss = 2</script> <img src=y onerror="window.__xss=1">'
               " <b>bold?</b>")
 RED = "rgb(197, 48, 48)"  # --red of style.css: quarantined
+TOKEN = "correct-horse-battery-staple"  # observability.control_token of the control test
 
 APP = textwrap.dedent('''
     """The app of the status page's browser tests (written by tests/test_ui_browser.py)."""
@@ -217,7 +218,7 @@ def test_a_crash_turns_the_row_red_and_reaches_the_feed_within_2_s(tmp_path, ker
 
 
 def test_control_buttons_appear_with_a_token_kept_in_memory_only(tmp_path, kernels, page):
-    kernel = Kernel(tmp_path)
+    kernel = Kernel(tmp_path, RONK_CONTROL_TOKEN=TOKEN)
     kernels.append(kernel)
     _open(page, kernel)
     kernel.crash("victim", "for the operator")
@@ -225,36 +226,50 @@ def test_control_buttons_appear_with_a_token_kept_in_memory_only(tmp_path, kerne
     # hidden until a token is entered
     assert page.locator("#controls").is_hidden()
     assert page.locator(".actions button").count() == 0
-    page.fill("#token", "s3cret-token")
-    page.click("#token-form button[type=submit]")
-    page.wait_for_selector("#controls", state="visible")
+    _unlock(page, "not-the-right-token")
     assert page.locator("#token-form").is_hidden()
     assert page.locator(_row("victim") + " > .row .actions button").count() == 2
-    assert page.locator(_row("worker-1") + " .actions button").count() == 0  # nested: none
-    with page.expect_request(lambda r: "/control/" in r.url) as seen:
-        page.locator(_row("victim") + " .actions button", has_text="Release").click()
-    request = seen.value
-    assert request.method == "POST"
-    assert request.url == kernel.base + "/control/release/victim"
-    assert request.headers["authorization"] == "Bearer s3cret-token"
-    # the kernel's answer is shown as it is (no token configured on this kernel: refused)
+    # a wrong token: the kernel's 401 is shown as it is
+    page.locator(_row("victim") + " > .row .actions button", has_text="Release").click()
     page.wait_for_selector("#control-result[data-ok=false]")
-    assert re.match(r"release victim: 40[14] ", page.locator("#control-result").inner_text())
-    with page.expect_request(lambda r: r.url.endswith("/control/reload")) as seen:
-        page.click("#reload-config")
-    assert seen.value.headers["authorization"] == "Bearer s3cret-token"
-    # never stored: no storage, no cookie; forgetting or reloading the page hides the controls
-    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
-    assert page.evaluate("document.cookie") == ""
+    assert page.locator("#control-result").inner_text().startswith("release victim: 401 ")
     page.click("#forget-token")
     assert page.locator("#controls").is_hidden()
     assert page.locator(".actions button").count() == 0
-    page.fill("#token", "again")
-    page.click("#token-form button[type=submit]")
+    # the right one: release brings the child back (its row turns green)
+    _unlock(page, TOKEN)
+    with page.expect_request(lambda r: "/control/" in r.url) as seen:
+        page.locator(_row("victim") + " > .row .actions button", has_text="Release").click()
+    request = seen.value
+    assert request.method == "POST"
+    assert request.url == kernel.base + "/control/release/victim"
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    page.wait_for_selector("#control-result[data-ok=true]")
+    assert page.locator("#control-result").inner_text().startswith("release victim: 200 ")
+    page.wait_for_selector(_row("victim", "running"), timeout=5000)
+    # a nested child is addressed by its path
+    page.click("#control-result")  # (any click; the result is replaced by the next answer)
+    with page.expect_request(lambda r: "/control/restart/" in r.url) as seen:
+        page.locator(_row("worker-1") + " .actions button", has_text="Restart").click()
+    assert seen.value.url == kernel.base + "/control/restart/workers/worker-1"
+    page.wait_for_selector("#control-result[data-ok=true] >> text=/restart workers.worker-1: 200/")
+    with page.expect_request(lambda r: r.url.endswith("/control/reload")):
+        page.click("#reload-config")
+    page.wait_for_selector("#control-result[data-ok=true] >> text=/reload config: 200/")
+    # never stored: no storage, no cookie; reloading the page forgets it
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+    assert page.evaluate("document.cookie") == ""
     page.reload()
     page.wait_for_selector("#conn[data-conn=live]")
     assert page.locator("#controls").is_hidden()
+    assert page.locator(".actions button").count() == 0
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def _unlock(page: Page, token: str) -> None:
+    page.fill("#token", token)
+    page.click("#token-form button[type=submit]")
+    page.wait_for_selector("#controls", state="visible")
 
 
 def test_attacker_controlled_name_and_reason_are_shown_never_run(tmp_path, kernels, page):

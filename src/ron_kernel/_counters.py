@@ -39,7 +39,7 @@ class MailboxLike(Protocol):
 
     @property
     def capacity(self) -> int:
-        """The most messages it holds."""
+        """Most messages it holds."""
         ...
 
     def __len__(self) -> int:
@@ -54,6 +54,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     2.5, 10.0,
 )
 
+
+FEDERATION_REJECT_REASONS = ("not_json", "oversized", "unknown_type", "bad_field",
+                             "missing_field", "bad_subject", "subject_mismatch")
+"""The ``reason`` label values of ``federation_rejected_total``."""
 
 # Event-loop lag: 1 ms (timer jitter) .. 10 s (a loop that is stuck).
 LOOP_LAG_BUCKETS: tuple[float, ...] = (
@@ -216,6 +220,28 @@ class KernelCounters:
             "observer_errors_total",
             "Reports (log line, event, readiness) that failed and were dropped; supervision "
             "went on.", ("observer",), preset=[("log",), ("bus",), ("health",)])
+        self.control_requests_total = c(
+            "control_requests_total",
+            "Requests to /control/* by action (release, restart, reload) and outcome (ok, "
+            "unauthorized, not_found, conflict, too_large, disabled, rejected, not_allowed, "
+            "timeout, shutting_down).", ("action", "outcome"))
+        # Federation (the nats extra, docs/FEDERATION.md). federation_connected has a series only
+        # on a kernel with federation configured: no "down" alert on kernels without it.
+        self.federation_connected = g(
+            "federation_connected", "1 while the kernel is connected to its NATS server.")
+        self.federation_connected.values.clear()
+        self.federation_published_total = c(
+            "federation_published_total", "Local KernelEvents handed to NATS.")
+        self.federation_dropped_total = c(
+            "federation_dropped_total",
+            "Local KernelEvents never handed to NATS (buffer full, NATS away, bus lag).")
+        self.federation_received_total = c(
+            "federation_received_total", "Remote KernelEvents accepted into the fleet view.")
+        self.federation_rejected_total = c(
+            "federation_rejected_total", "Malformed messages on the federation subjects, dropped.",
+            ("reason",), preset=[(r,) for r in FEDERATION_REJECT_REASONS])
+        self.federation_gaps_total = c(
+            "federation_gaps_total", "Remote events missed: gaps in a node's seq.", ("node",))
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""
@@ -231,7 +257,8 @@ class KernelCounters:
         _remember(self._buses, bus)
 
     def attach_mailbox(self, mailbox: MailboxLike) -> None:
-        """Export ``len(mailbox)`` as ``queue_depth{queue=mailbox.name}`` while it is alive."""
+        """Export ``len(mailbox)`` as ``queue_depth{queue=mailbox.name}`` (and its capacity as
+        ``queue_capacity``) while it is alive."""
         _remember(self._mailboxes, mailbox)
 
     def buses(self) -> list[BusLike]:

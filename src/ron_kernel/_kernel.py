@@ -16,8 +16,11 @@ from ._app_config import check_model as check_app_model
 from ._bus import Bus
 from ._config import Config, M
 from ._config_cell import ConfigCell
+from ._control import control_routes
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
+from ._federation import Federation
+from ._fleet import Fleet
 from ._health import HealthState
 from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._logging import configure_from_config, get_logger, loop_exception_handler
@@ -68,6 +71,9 @@ class Kernel(Generic[M]):
     """The current config and its reload triggers."""
     http_addr: tuple[str, int] | None
     """``(host, port)`` actually bound, once the HTTP server is up."""
+    fleet: Fleet
+    """The other kernels' events (``federation.nats_url``): ``fleet.subscribe()`` gives
+    ``(node, KernelEvent)`` pairs. Kept apart from :attr:`bus`; empty without federation."""
 
     def __init__(self, config: Config[M] | None = None, *,
                  app_config: type[M] | None = None,
@@ -97,6 +103,13 @@ class Kernel(Generic[M]):
             config, bus=self.bus, metrics=self.metrics, health=health,
             config=self.config_cell.get, config_changes=self.config_cell.changes,
             request_shutdown=self.request_shutdown)
+        fed = config.federation
+        self.fleet = Fleet(own_node=fed.node, prefix=fed.prefix, capacity=config.bus.capacity,
+                           counters=self.metrics.counters)
+        # composed only when configured: without a URL nothing of NATS is loaded or started
+        self._federation: Federation | None = (
+            Federation(fed, bus=self.bus, fleet=self.fleet, counters=self.metrics.counters)
+            if fed.nats_url else None)
         self._loop_health = LoopHealth(
             self.metrics.counters,
             threshold=config.observability.loop_block_threshold.total_seconds(),
@@ -160,7 +173,8 @@ class Kernel(Generic[M]):
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
-        children, bus statistics, mailboxes, loop health.
+        children, bus statistics, mailboxes, loop health, federation (URL redacted) and the
+        fleet's nodes.
 
         ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
         last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
@@ -179,6 +193,9 @@ class Kernel(Generic[M]):
             "bus": self.bus.stats().as_dict(),
             "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
                           for m in self.metrics.counters.mailboxes()],
+            "federation": (self._federation.status() if self._federation is not None
+                           else {"enabled": False}),
+            "fleet": self.fleet.status(),
             "loop": (self._loop_health.snapshot() if self._loop_health is not None
                      else {"enabled": False}),
         }
@@ -212,6 +229,9 @@ class Kernel(Generic[M]):
         if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
+            if self._federation is not None:
+                # before the children start: their first Health events are federated too
+                await self._federation.start()
             await self.supervisor.start()
             if cfg.observability.expose_http:
                 routes = [("GET", "/status", status_handler(self.status)),
@@ -219,6 +239,12 @@ class Kernel(Generic[M]):
                                                              self.metrics.counters))]
                 if cfg.observability.debug_endpoints:
                     routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
+                # POST /control/*: always routed, answered only while
+                # observability.control_token is set (read per request: a reload rotates it)
+                routes += control_routes(
+                    token=lambda: self.config.observability.control_token,
+                    supervisor=self.supervisor, reloader=self.config_cell,
+                    counters=self.metrics.counters)
                 routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
@@ -264,7 +290,8 @@ class Kernel(Generic[M]):
         Order: readiness turns 503 (``shutting_down``), ``KernelEvent.Shutdown`` is published
         (every subscriber receives it), the supervisor drains within ``deadline`` (default
         ``shutdown.drain_deadline``) plus its short abandon grace, reload triggers stop, the bus
-        closes (``/events`` streams send what is left and end), and the HTTP server stops last.
+        closes (``/events`` streams send what is left and end), federation sends its last
+        events and closes its connection (bounded), and the HTTP server stops last.
         Always returns; idempotent and safe to call concurrently. Called from a supervised
         child (or a task it started) it cannot wait for the drain that waits for that child:
         it requests the shutdown (:meth:`request_shutdown`) and returns at once.
@@ -296,6 +323,11 @@ class Kernel(Generic[M]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.bus.close()
+        if self._federation is not None:
+            # after the bus closed: the pump drains every last event (Shutdown too), the
+            # sender hands them over and the connection is flushed, within FLUSH_GRACE
+            await self._federation.stop()
+        self.fleet.close()
         if self._streams:
             # Give /events clients a moment to receive Shutdown and the end of the stream.
             await asyncio.wait(set(self._streams), timeout=STREAM_FLUSH_GRACE)

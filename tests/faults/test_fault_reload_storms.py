@@ -233,7 +233,7 @@ async def test_the_loop_keeps_running_while_a_reload_parses(cell_and_file, monke
 
     def record(refuse_empty: bool):
         threads.append(threading.get_ident())
-        time.sleep(0.2)  # a slow parse: blocks its thread, not the loop
+        time.sleep(0.5)  # a slow parse: blocks its thread, not the loop
         return real(refuse_empty)
 
     monkeypatch.setattr(cell, "_resolve", record)
@@ -244,7 +244,8 @@ async def test_the_loop_keeps_running_while_a_reload_parses(cell_and_file, monke
         await asyncio.sleep(0.01)
         ticks += 1
     assert threads and threads[0] != loop_thread
-    assert ticks >= 10 and cell.get().bus.capacity == 12
+    # on the loop the parse would allow no tick at all; a loaded machine still gives several
+    assert ticks >= 5 and cell.get().bus.capacity == 12
 
 
 async def test_a_direct_reload_that_finishes_first_is_never_undone_by_an_older_one(

@@ -1,9 +1,11 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events, list tasks.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, see and act on
+it, list tasks.
 
 The whole command line lives in this package: the parser and :func:`main` here,
 ``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
-``ron-kernel tasks`` in :mod:`.tasks`,
-the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
+``ron-kernel tasks`` in :mod:`.tasks`, ``ron-kernel status`` in :mod:`.status`,
+``ron-kernel ctl`` in :mod:`.ctl`, the built-in demo services of ``ron-kernel run`` in
+:mod:`.demo`. Exit statuses come from
 :mod:`ron_kernel._exitcodes`.
 
 The subcommands are imported lazily on purpose: ``ron-kernel run`` must reach ``/readyz`` 200
@@ -41,7 +43,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser of the whole command (subcommands run, config check, tail)."""
+    """Build the parser of the whole command (run, config check, tail, status, ctl)."""
     from ron_kernel.config import add_config_arguments
 
     parser = _Parser(prog="ron-kernel", description=__doc__.splitlines()[0])
@@ -74,13 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also validate and explain the app keys (app.*) with the config "
                             "model the module declares (APP_CONFIG)")
 
-    tail = sub.add_parser("tail", help="follow a running kernel's events",
+    tail = sub.add_parser("tail", help="follow a running kernel's events (or a fleet's)",
                           description="Follow BASE_URL/events and print one JSON line per "
-                                      "event; exit 0 after a Shutdown event.")
+                                      "event; exit 0 after a Shutdown event. With --nats, "
+                                      "follow every kernel of a fleet instead (one JSON line "
+                                      "per event with its \"node\") until Ctrl-C, then "
+                                      "exit 0.")
     tail.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
                       help="the kernel's observability address (default: %(default)s)")
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
+    tail.add_argument("--nats", metavar="NATS_URL",
+                      help="follow the fleet on this NATS server (e.g. nats://127.0.0.1:4222; "
+                           "needs the nats extra)")
+    tail.add_argument("--node", metavar="GLOB", default=None,
+                      help="with --nats: only nodes whose name matches (e.g. 'web-*')")
+    tail.add_argument("--prefix", default="ron",
+                      help="with --nats: the fleet's subject prefix (default: %(default)s)")
 
     tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
                            description="Print GET BASE_URL/debug/tasks as a table (the kernel "
@@ -90,7 +102,41 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the kernel's observability address (default: %(default)s)")
     tasks.add_argument("--stacks", action="store_true",
                        help="print every frame of each task under its row")
+
+    status = sub.add_parser(
+        "status", help="print a running kernel's supervision tree as a table",
+        description="Print BASE_URL/status as a table: each child's state, restarts, "
+                    "readiness and last crash reason (rich when installed, else plain "
+                    "columns). Exit 0, 1 when the kernel cannot be reached, 2 for a bad URL.")
+    status.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                        help="the kernel's observability address (default: %(default)s)")
+    status.add_argument("--watch", action="store_true",
+                        help="refresh every second until Ctrl-C (then exit 0)")
+
+    ctl = sub.add_parser(
+        "ctl", help="release or restart a child, or reload the config, of a running kernel",
+        description="Call POST BASE_URL/control/... with the Bearer token read from "
+                    "$RONK_CONTROL_TOKEN (or --token-env). Exit 0 when done, 1 when refused "
+                    "(the kernel's reason is printed) or unreachable, 2 for usage errors.")
+    ctl_sub = ctl.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ctl_sub.required = True
+    for action, text in (("release", "take a quarantined child out of quarantine"),
+                         ("restart", "stop a child and start it again now")):
+        one = ctl_sub.add_parser(action, help=text, description=text + ".")
+        one.add_argument("name", metavar="NAME",
+                         help="the child's name (a nested child as parent/child)")
+        _control_options(one)
+    _control_options(ctl_sub.add_parser("reload", help="reload the config now",
+                                        description="Reload the config now (as SIGHUP)."))
     return parser
+
+
+def _control_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                        help="the kernel's observability address (default: %(default)s)")
+    parser.add_argument("--token-env", default="RONK_CONTROL_TOKEN", metavar="NAME",
+                        help="the environment variable holding the token (default: "
+                             "%(default)s); never pass the token itself on the command line")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,12 +154,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .tasks import tasks as print_tasks
 
         return print_tasks(args.url, out=sys.stdout, err=sys.stderr, stacks=args.stacks)
+    if args.command == "status":
+        from .status import status_command
+
+        return status_command(args.url, watch=args.watch, out=sys.stdout, err=sys.stderr)
+    if args.command == "ctl":
+        from .ctl import ctl_command
+
+        return ctl_command(args.action, getattr(args, "name", None), args.url,
+                           token_env=args.token_env, out=sys.stdout, err=sys.stderr)
     # argparse allows only the choices above, so this is `tail`
     import asyncio
 
+    if args.nats is not None:
+        return _tail_nats(args)
+    if args.node is not None:
+        print("ron-kernel tail: error: --node needs --nats (see --help)", file=sys.stderr)
+        return EXIT_USAGE
     from .tail import tail
 
     try:
         return asyncio.run(tail(args.url, retry=not args.no_retry))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _tail_nats(args: argparse.Namespace) -> int:
+    """``tail --nats``: 2 on a bad URL or prefix, 1 without the extra, 0 after Ctrl-C."""
+    import asyncio
+
+    from .._config import NATS_EXTRA_HINT, check_nats_url, check_subject_token, nats_installed
+    from .._exitcodes import EXIT_FAILURE, EXIT_OK
+    from .._redact import redact_text
+
+    why = check_nats_url(args.nats.strip())
+    if why is not None:
+        print(f"ron-kernel tail: error: --nats {redact_text(args.nats)!r} is not a NATS URL: "
+              f"{why}; expected e.g. nats://127.0.0.1:4222", file=sys.stderr)
+        return EXIT_USAGE
+    why = check_subject_token(args.prefix)
+    if why is not None:
+        print(f"ron-kernel tail: error: --prefix {args.prefix!r}: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    if not nats_installed():
+        print(f"ron-kernel tail: error: --nats needs the nats extra ({NATS_EXTRA_HINT})",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    from .tail import tail_nats
+
+    try:
+        return asyncio.run(tail_nats(args.nats.strip(), node=args.node or "*",
+                                     prefix=args.prefix))
+    except KeyboardInterrupt:  # Ctrl-C before the handler was installed: still a clean stop
+        return EXIT_OK

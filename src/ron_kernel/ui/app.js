@@ -308,12 +308,15 @@
     const restarts = num(info.restarts);
     const inWindow = num(info.restarts_in_window);
     const actions = el("span", {className: "actions"});
-    if (controlToken !== null && path.length === 1) {
+    if (controlToken !== null) {
+      // nested children are addressed by path (outer/inner/worker), each name URL-encoded
+      const target = path.map(encodeURIComponent).join("/");
+      const label = path.join("/");
       actions.append(
         el("button", {type: "button", text: "Release", title: "release from quarantine",
-          onclick: () => control("release/" + encodeURIComponent(name), "release " + name)}),
+          onclick: () => control("release/" + target, "release " + label)}),
         el("button", {type: "button", text: "Restart", title: "restart this child",
-          onclick: () => control("restart/" + encodeURIComponent(name), "restart " + name)}));
+          onclick: () => control("restart/" + target, "restart " + label)}));
     }
     const timing = el("span", {className: "timing", text: timingOf(info, 0)});
     timings.push({span: timing, info: info, pathKey: pathKey});
