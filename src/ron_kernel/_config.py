@@ -263,7 +263,7 @@ _SECTIONS: dict[str, type[Any]] = {
 @dataclass(frozen=True, slots=True)
 class _Field:
     key: str
-    kind: str  # duration | int | bool | enum | addr | url | token
+    kind: str  # duration | int | bool | enum | addr | url | secret | subject
     env: str
     flag: str
     reload: str
@@ -324,7 +324,7 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
     _Field("observability.debug_endpoints", "bool", "RONK_OBS_DEBUG_ENDPOINTS",
            "--obs-debug-endpoints", NEXT_START, f"a boolean: {_BOOL_WORDS}",
            help="serve GET /debug/tasks (loopback peers only)"),
-    _Field("observability.control_token", "token", "RONK_CONTROL_TOKEN",
+    _Field("observability.control_token", "secret", "RONK_CONTROL_TOKEN",
            "--obs-control-token", IMMEDIATE,
            f"empty (control routes off) or {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable "
            "ASCII characters without spaces",
@@ -339,10 +339,10 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
            "empty (off) or a NATS URL such as nats://127.0.0.1:4222 "
            "(comma-separated for several servers)",
            help="publish KernelEvents to NATS and follow the fleet (needs the nats extra)"),
-    _Field("federation.node", "token", "RONK_FED_NODE", "--fed-node", NEXT_START,
+    _Field("federation.node", "subject", "RONK_FED_NODE", "--fed-node", NEXT_START,
            f"a node name of 1 to {MAX_NODE_CHARS} characters without '.', '*', '>' or "
            "whitespace such as web-1", help="this kernel's name in the fleet (default: hostname)"),
-    _Field("federation.prefix", "token", "RONK_FED_PREFIX", "--fed-prefix", NEXT_START,
+    _Field("federation.prefix", "subject", "RONK_FED_PREFIX", "--fed-prefix", NEXT_START,
            f"a subject prefix of 1 to {MAX_NODE_CHARS} characters without '.', '*', '>' or "
            "whitespace such as ron", help="first token of every federation subject"),
     _Field("federation.required", "bool", "RONK_FED_REQUIRED", "--fed-required", NEXT_START,
@@ -922,7 +922,7 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
         raise _Bad(f"got {_type_name(value)}")
     if not isinstance(value, str):
         raise _Bad(f"got {_type_name(value)}")
-    if fld.kind == "token":
+    if fld.kind == "secret":
         # never strip or echo: the reason says what is wrong, the value stays redacted
         if value == "":
             return value
@@ -943,7 +943,7 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
             if why is not None:
                 raise _Bad(f"not a NATS URL: {why}")
         return url
-    if fld.kind == "token":
+    if fld.kind == "subject":
         why = check_subject_token(value)
         if why is not None:
             raise _Bad(why)
