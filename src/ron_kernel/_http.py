@@ -177,8 +177,9 @@ def build_app(metrics: Exporter, *, extra_routes: Sequence[tuple[str, str, Handl
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         with kernel_span("metrics", "scrape"):
             if content_type.startswith("text/plain"):
-                # Kernel series: the direct writer, ~1-2 ms at 2,000 series, on the loop (it
-                # reads loop-owned dicts). Other collectors: prometheus_client in a thread.
+                # Kernel series: the direct writer, on the loop (it reads loop-owned dicts; its
+                # time is in docs/PERFORMANCE.md, Targets). Other collectors: prometheus_client
+                # in a thread.
                 kernel = metrics.render_kernel_text().encode()
                 body = kernel + await asyncio.to_thread(metrics.render_others)
             else:
