@@ -117,7 +117,8 @@ async def test_urls_name_every_endpoint_on_the_bound_port():
         assert host == "127.0.0.1" and port > 0
         base = f"http://127.0.0.1:{port}"
         assert k.urls() == {"base": base, **{n: f"{base}/{n}" for n in
-                                             ("metrics", "healthz", "readyz", "status", "events")}}
+                                             ("metrics", "healthz", "readyz", "status", "events",
+                                              "ui")}}
 
 
 async def test_no_http_server_when_observability_is_off():

@@ -30,6 +30,7 @@ from ._signals import install_handlers, wait_for_ctrl_c
 from ._supervisor import Supervisor
 from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
+from ._ui import ui_routes
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
 
@@ -50,7 +51,7 @@ class Kernel(Generic[M]):
     :class:`~ron_kernel.HealthState` (which requires ``config`` and ``bus_attached``), the root
     :class:`~ron_kernel.supervisor.Supervisor`, the logging setup and, when
     ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
-    ``/readyz``, ``/status``, ``/events``).
+    ``/readyz``, ``/status``, ``/events``, the status page ``/ui``).
 
     With ``config=None`` the config is loaded from ``path``/``env``/``argv`` exactly like
     :meth:`Config.load`; reloads recompute it from the same sources. Pass a ``Config`` to use it
@@ -168,15 +169,17 @@ class Kernel(Generic[M]):
         host, port = self.http_addr
         base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         return {name: f"{base}/{name}" for name in
-                ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
+                ("metrics", "healthz", "readyz", "status", "events", "ui")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
-        children, bus statistics, loop health, federation (URL redacted) and the fleet's
-        nodes.
+        children, bus statistics, mailboxes, loop health, federation (URL redacted) and the
+        fleet's nodes.
 
         ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
         last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        ``mailboxes`` lists name, depth and capacity of the mailboxes counted by the kernel's
+        metrics.
         """
         cfg = self.config
         now = time.monotonic()
@@ -188,6 +191,8 @@ class Kernel(Generic[M]):
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
+            "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
+                          for m in self.metrics.counters.mailboxes()],
             "federation": (self._federation.status() if self._federation is not None
                            else {"enabled": False}),
             "fleet": self.fleet.status(),
@@ -240,6 +245,7 @@ class Kernel(Generic[M]):
                     token=lambda: self.config.observability.control_token,
                     supervisor=self.supervisor, reloader=self.config_cell,
                     counters=self.metrics.counters)
+                routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:

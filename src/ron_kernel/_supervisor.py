@@ -458,7 +458,7 @@ class Supervisor:
         """Per child: state, restarts, restarts in the window, last reason/traceback, uptime...
 
         A plain, JSON-serialisable dict (see :class:`ChildInfo`), in the order children were
-        added.
+        added; a nested supervisor's entry carries its own snapshot under ``children``.
         """
         now = self._now()
         wall_offset = time.time() - now
@@ -485,6 +485,9 @@ class Supervisor:
                                                                           "probing")
                                         and child.cooldown else None),
             }
+            if isinstance(child.fn, Supervisor):
+                out[child.name]["strategy"] = child.fn.strategy
+                out[child.name]["children"] = child.fn.snapshot()
         return out
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@ import contextvars
 import inspect
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypedDict
+from typing import TYPE_CHECKING, Any, Generic, NotRequired, TypedDict
 
 from typing_extensions import TypeVar
 
@@ -233,7 +233,8 @@ class ChildInfo(TypedDict):
     ``next_probe_at`` are wall-clock Unix times (``None`` unless a restart, or a quarantine
     probe, is scheduled); ``last_traceback`` keeps the last 20 lines / 4 KB; ``depends_on``
     lists the siblings it starts after; ``quarantine_cooldown`` is the current cool-down in
-    seconds while quarantined with probes on.
+    seconds while quarantined with probes on. A child that is itself a supervisor also has
+    ``strategy`` and ``children`` (its own snapshot), so the whole tree is one value.
     """
 
     name: str
@@ -249,6 +250,8 @@ class ChildInfo(TypedDict):
     depends_on: list[str]
     next_probe_at: float | None
     quarantine_cooldown: float | None
+    strategy: NotRequired[str]
+    children: NotRequired[dict[str, ChildInfo]]
 
 
 ChildFn = Callable[[ChildContext[Any]], Awaitable[None]]

@@ -128,9 +128,9 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
         urls = kernel.urls()
         if urls:
             print(f"ron-kernel: observability on {urls['base']}  "
-                  f"(/metrics /healthz /readyz /status /events)", flush=True)
-            print(f"ron-kernel: try `curl {urls['readyz']}` or "
-                  f"`ron-kernel tail --url {urls['base']}`", flush=True)
+                  f"(/metrics /healthz /readyz /status /events /ui)", flush=True)
+            print(f"ron-kernel: try `curl {urls['readyz']}`, "
+                  f"`ron-kernel tail --url {urls['base']}` or open {urls['ui']}", flush=True)
         print("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits",
               flush=True)
         await kernel.run()
