@@ -28,6 +28,7 @@ from ._config import (
     PqConfig,
     ShutdownConfig,
     SupervisorConfig,
+    WorkersConfig,
     format_duration,
     parse_duration,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "PqConfig",
     "ShutdownConfig",
     "SupervisorConfig",
+    "WorkersConfig",
     "add_config_arguments",
     "config_argv",
     "explain",
@@ -289,7 +291,22 @@ class ConfigCell(Generic[M]):
             self._count("unchanged", started)
             _log.info("config_unchanged", version=old.version)
             return "unchanged"
-        applied = _config.with_version(candidate, old.version + 1)
+        self._swap(old, _config.with_version(candidate, old.version + 1), changes, started)
+        return "applied"
+
+    def _adopt(self, config: Config[M]) -> None:
+        """Make ``config`` current with its own version (package-internal: worker processes).
+
+        A worker applies the snapshot its parent validated, under the parent's version number,
+        so ``ConfigUpdated(version)`` means the same reload in every process. Everything an
+        applied reload does happens (subscribers, the event, the counters, the log line), even
+        when the values are unchanged: the version is what moves.
+        """
+        old = self._current
+        self._swap(old, config, _config.diff(old.flat(), config.flat()), time.perf_counter())
+
+    def _swap(self, old: Config[M], applied: Config[M], changes: list[dict[str, str]],
+              started: float) -> None:
         self._current = applied
         self._count("applied", started)
         waiting, self._applied = self._applied, None
@@ -307,7 +324,6 @@ class ConfigCell(Generic[M]):
         if self._bus is not None:
             self._bus.publish(KernelEvent.ConfigUpdated(version=applied.version))
         _log.info("config_updated", version=applied.version, changed=changes)
-        return "applied"
 
     def _count(self, outcome: str, started: float) -> None:
         if self._counters is not None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib
 import inspect
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from .._appspec import load_app as load_app
 from .._config import Config
 from .._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..config import config_argv, explain
@@ -32,40 +31,25 @@ def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
-def load_app(spec: str) -> Callable[..., Any]:
-    """Import ``module:factory`` and return the factory; ``ValueError`` naming what is wrong.
+DEMO_APP = "ron_kernel.cli.demo:install_demo"
+"""What worker processes run when ``--workers N`` is given without ``--app``."""
 
-    The working directory is importable, as with ``python -m`` (the ``ron-kernel`` console
-    script would otherwise only see installed packages).
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--app must be MODULE:FACTORY, got {spec!r}")
-    cwd = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
-    factory: Any = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ValueError(f"--app {spec!r}: {module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise ValueError(f"--app {spec!r}: {attr!r} is not callable")
-    app: Callable[..., Any] = factory
-    return app
+WORKER_POOL = "worker"
+"""The pool name of ``--workers N``: its children are ``worker/0`` .. ``worker/N-1``."""
 
 
-async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None) -> int:
+async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None,
+                 spec: str | None = None) -> int:
     # Imported here, not at the top: `ron-kernel config check` shares this module and should not
     # pay for the kernel's HTTP stack (aiohttp) just to print a config.
     from ..kernel import Kernel
 
     kernel = Kernel(config, argv=argv)
-    if app is None:
+    if config.workers.count > 0:
+        # the app runs in the worker processes, each under its own kernel; this one supervises
+        kernel.supervise_workers(WORKER_POOL, app=spec or DEMO_APP,
+                                 count=config.workers.count)
+    elif app is None:
         install_demo(kernel)
     else:
         try:
@@ -111,7 +95,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-            return runner.run(_serve(config, argv, app))
+            return runner.run(_serve(config, argv, app, args.app))
     except OSError as exc:
         print(f"ron-kernel: {exc}", file=sys.stderr)
         return EXIT_FAILURE
