@@ -20,7 +20,6 @@ from ron_kernel import Config, KernelEvent
 from ron_kernel.kernel import Kernel
 from ron_kernel.supervisor import ChildContext
 
-
 IN_WORKER = sys.argv[0].endswith("_worker_main.py")
 """True inside a worker process (``python -m ron_kernel._worker_main``)."""
 
@@ -94,7 +93,7 @@ def blocks_loop(kernel: Kernel[Knobs]) -> None:
     async def hog(ctx: Ctx) -> None:
         ctx.ready()
         await asyncio.sleep(0.3)
-        time.sleep(60)
+        time.sleep(60)  # noqa: ASYNC251  (the point: a loop that stops answering)
 
     kernel.supervise("hog", hog)
 
@@ -105,19 +104,35 @@ def ignores_shutdown(kernel: Kernel[Knobs]) -> None:
     async def stubborn(ctx: Ctx) -> None:
         ctx.ready()
         await ctx.shutdown.wait()
-        time.sleep(60)
+        time.sleep(60)  # noqa: ASYNC251  (the point: a worker that never drains)
 
     kernel.supervise("stubborn", stubborn)
 
 
+def encode_raw(payload: bytes) -> bytes:
+    """A well-framed payload (length prefix + bytes), whatever the bytes are."""
+    return len(payload).to_bytes(4, "big") + payload
+
+
+GARBAGE = {
+    "oversize": b"\xff\xff\xff\xffnot a frame at all",
+    "not-json": len(b"{nope").to_bytes(4, "big") + b"{nope",
+    "not-object": encode_raw(b"[1, 2, 3]"),
+    "unknown-type": encode_raw(b'{"t": "gimme-root"}'),
+    "bad-shape": encode_raw(b'{"t": "ev", "e": "not a list"}'),
+    "bad-event": encode_raw(b'{"t": "ev", "e": [["X", "svc", 1]]}'),
+}
+"""What ``garbage`` writes into its channel, by ``app.label``."""
+
+
 def garbage(kernel: Kernel[Knobs]) -> None:
-    """Ready, then writes bytes that are no frame into the worker's channel."""
+    """Ready, then writes ``GARBAGE[app.label]`` into the worker's channel."""
     channel = int(sys.argv[sys.argv.index("--channel") + 1])
 
     async def scribble(ctx: Ctx) -> None:
         ctx.ready()
         await asyncio.sleep(0.3)
-        os.write(channel, b"\xff\xff\xff\xffnot a frame at all")
+        os.write(channel, GARBAGE[ctx.config.app.label])
         await ctx.shutdown.wait()
 
     kernel.supervise("scribble", scribble)
