@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo-bus test test-pythons sysdeps lint typecheck pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
+.PHONY: run demo-bus test test-pythons sysdeps lint typecheck rules pytest api spin fuzz fuzz-smoke soak soak-smoke perf perf-check perf-baseline clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ run: $(STAMP)
 demo-bus: $(STAMP)
 	$(BIN)/python examples/bus_demo.py
 
-## test: every gate — ruff, mypy --strict, pytest on asyncio + uvloop with coverage, API snapshot
-test: $(STAMP) sysdeps lint typecheck pytest
+## test: every gate — ruff, mypy --strict, alert rules, pytest on asyncio + uvloop with coverage,
+## API snapshot
+test: $(STAMP) sysdeps lint typecheck rules pytest
 
 ## sysdeps: promtool and spin for the suite (apt-get when root; a no-op when present)
 sysdeps:
@@ -32,6 +33,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src benchmarks examples
+
+## rules: the monitoring kit's alert rules are valid and pass their unit tests (promtool)
+rules: sysdeps
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/tests.yml
 
 pytest: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90 -q

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ron_kernel"
-HTTP_LAYER = {"ron_kernel._http", "ron_kernel._kernel_http"}
+HTTP_LAYER = {"ron_kernel._http", "ron_kernel._kernel_http", "ron_kernel._control"}
 MAY_USE_HTTP = {"ron_kernel._metrics", "ron_kernel._kernel", "ron_kernel.kernel"}
 OPTIONAL = ("uvloop", "opentelemetry")
 

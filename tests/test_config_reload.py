@@ -269,3 +269,27 @@ async def test_cancelling_the_watch_task_stops_it_promptly(cfg_file):
     task.cancel()
     await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 2)
     assert task.done()
+
+
+async def test_a_cell_is_watched_once_at_a_time(cfg_file):
+    cell, _, _ = make_cell(cfg_file)
+    first = cell.start_watching()
+    second = cell.start_watching()
+    try:
+        with pytest.raises(RuntimeError, match="already being watched"):
+            await asyncio.wait_for(second, 2)
+        assert not first.done()
+    finally:
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+
+
+@pytest.mark.parametrize(("quiet", "poll_interval"), [(-1, 0.05), (0.02, 0), (0.02, -1),
+                                                      (float("nan"), 0.05), (0.02, float("inf"))])
+async def test_watch_arguments_are_checked(cfg_file, quiet, poll_interval):
+    cell, _, _ = make_cell(cfg_file)
+    with pytest.raises(ValueError):
+        cell.start_watching(quiet=quiet, poll_interval=poll_interval)
+    with pytest.raises(ValueError):
+        await cell.watch(quiet=quiet, poll_interval=poll_interval)
+    assert cell.watcher_state == "stopped"

@@ -361,6 +361,8 @@ async def test_run_returns_after_a_real_sigint_and_subscribers_got_shutdown():
     rx = k.bus.subscribe()
     runner = asyncio.ensure_future(k.run())
     await _until(lambda: k.state == "running" and k.health.all_ready())
+    # run() installs its Ctrl-C handler after start(): signal only once it is there
+    await _until(lambda: signal.getsignal(signal.SIGINT) is not saved)
     os.kill(os.getpid(), signal.SIGINT)
     await asyncio.wait_for(runner, 5)
     assert k.state == "stopped"

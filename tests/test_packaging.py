@@ -15,8 +15,8 @@ import ron_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(ron_kernel.__file__).resolve().parent
-# what only the perf rigs / the soak use
-NOT_RUNTIME = {"rich", "matplotlib", "psutil"}
+# what only the perf rigs / the soak use, and what only the examples use (blake3: blobstore)
+NOT_RUNTIME = {"rich", "matplotlib", "psutil", "blake3"}
 # pydantic validates the typed app config (models and dataclasses alike); typing-extensions
 # gives Config[M] its default type parameter on 3.11 (docs/DECISIONS.md)
 RUNTIME = {"prometheus-client", "aiohttp", "structlog", "orjson", "watchfiles", "pydantic",
@@ -52,6 +52,12 @@ def test_the_perf_extra_and_dev_bring_what_the_rigs_need() -> None:
         assert {"rich", "matplotlib", "psutil"} <= names, (extra, names)
 
 
+def test_the_examples_dependencies_come_with_dev_only() -> None:
+    extras = _project()["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert "blake3" in {_name(d) for d in extras["dev"]}  # `make test` runs examples/blobstore
+
+
 def test_the_package_has_no_perf_subpackage_and_the_rigs_live_outside_it() -> None:
     assert not (PACKAGE / "perf").exists()
     assert not list(PACKAGE.rglob("*bench*"))
@@ -72,12 +78,18 @@ def _imported_roots(path: Path) -> set[str]:
     return roots
 
 
+# optional extras a module may import lazily, falling back when they are missing
+OPTIONAL_IMPORTS = {"cli/status.py": {"rich"}}  # the `cli` extra: plain columns without it
+
+
 def test_no_module_of_the_package_imports_a_perf_or_unused_dependency() -> None:
     modules = sorted(PACKAGE.rglob("*.py"))
     assert len(modules) > 10  # the walk found the package
-    offenders = {str(p.relative_to(PACKAGE)): sorted(_imported_roots(p) & (NOT_RUNTIME |
-                                                                           {"benchmarks"}))
-                 for p in modules}
+    offenders = {
+        str(p.relative_to(PACKAGE)):
+            sorted((_imported_roots(p) & (NOT_RUNTIME | {"benchmarks"}))
+                   - OPTIONAL_IMPORTS.get(str(p.relative_to(PACKAGE)), set()))
+        for p in modules}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
@@ -94,3 +106,22 @@ def test_every_runtime_dependency_is_imported_by_the_package() -> None:
         imported |= _imported_roots(path)
     modules = {name.replace("-", "_") for name in RUNTIME}
     assert modules <= imported, f"declared but never imported: {modules - imported}"
+
+
+def test_the_cli_extra_brings_rich_and_status_works_without_it(monkeypatch) -> None:
+    extras = _project()["optional-dependencies"]
+    assert isinstance(extras, dict)
+    assert {_name(d) for d in extras["cli"]} == {"rich"}
+    import builtins
+
+    from ron_kernel.cli import status
+
+    real_import = builtins.__import__
+
+    def no_rich(name: str, *args: object, **kwargs: object) -> object:
+        if name == "rich" or name.startswith("rich."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_rich)
+    assert status.rich_available() is False

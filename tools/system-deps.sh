@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the non-Python tools the test suite uses, when missing: promtool (Debian package
-# `prometheus`, checks the /metrics exposition) and spin + gcc (check the Promela models).
+# Install the non-Python tools the test suite uses, when missing: promtool and prometheus
+# (Debian package `prometheus`: promtool checks the /metrics exposition and the alert rules, the
+# prometheus server scrapes a real kernel in tests/test_prometheus_scrape.py) and spin + gcc
+# (check the Promela models).
 # A no-op when they are present; needs root and apt-get otherwise (CI runs as root).
 set -euo pipefail
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing+=(prometheus)
 command -v spin >/dev/null 2>&1 || missing+=(spin)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -3,7 +3,8 @@
 # (3.12, 3.13), each in its own venv. Prints which versions ran and which were not found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SUITES=(tests/test_supervisor.py tests/test_supervisor_chaos.py tests/test_bus.py tests/test_kernel_contracts.py)
+SUITES=(tests/test_supervisor.py tests/test_supervisor_chaos.py tests/test_supervisor_restart.py
+        tests/test_bus.py tests/test_kernel_contracts.py)
 ran=() missing=()
 for minor in 3.12 3.13; do
   py=""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -40,6 +41,7 @@ from ._health import PQ_MODES
 from ._logging import get_logger
 from ._redact import REDACTED, is_secret_name, redact_text
 from ._supervisor_policy import DEFAULT_RESET_AFTER
+from ._text import show_path
 
 __all__ = [
     "AmnesiaConfig",
@@ -70,6 +72,14 @@ MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
 MAX_WORKERS = 1024
 MAX_FILE_BYTES = 1 << 20
+# Below 10 ms, timer jitter and GC pauses would count as blocks; above 1 h is a typo.
+MIN_LOOP_BLOCK_THRESHOLD = timedelta(milliseconds=10)
+MAX_LOOP_BLOCK_THRESHOLD = timedelta(hours=1)
+# A control token is a bearer secret in an HTTP header: long enough not to be guessed, short and
+# plain enough to be one header value.
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 256
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
@@ -120,10 +130,21 @@ class PqConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ObservabilityConfig:
-    """``[observability]``: whether and where the kernel serves /metrics, /healthz, /readyz."""
+    """``[observability]``: the HTTP endpoints, loop-health threshold and debug endpoints.
+
+    ``expose_http``/``addr``: whether and where /metrics, /healthz, /readyz are served.
+    ``loop_block_threshold``: how long the event loop may run no callback before the
+    watchdog reports it blocked (10ms..1h). ``debug_endpoints``: serve ``GET /debug/tasks``.
+    ``control_token``: the Bearer token of ``POST /control/*``; empty (the default) turns the
+    control routes off (they answer 404).
+    """
 
     expose_http: bool = False
     addr: str = "127.0.0.1:0"
+    loop_block_threshold: timedelta = timedelta(milliseconds=100)
+    debug_endpoints: bool = False
+    # Secret: redacted by name everywhere, and kept out of repr() so no traceback shows it.
+    control_token: str = field(default="", repr=False)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -171,7 +192,7 @@ _SECTIONS: dict[str, type[Any]] = {
 @dataclass(frozen=True, slots=True)
 class _Field:
     key: str
-    kind: str  # duration | int | bool | enum | addr
+    kind: str  # duration | int | bool | enum | addr | token
     env: str
     flag: str
     reload: str
@@ -182,11 +203,13 @@ class _Field:
     help: str = ""
 
 
-def _dur(key: str, env: str, flag: str, reload: str, lo: timedelta, help: str) -> _Field:
-    low = "0s or more" if lo == timedelta(0) else "more than 0s"
+def _dur(key: str, env: str, flag: str, reload: str, lo: timedelta, help: str,
+         hi: timedelta = MAX_DURATION) -> _Field:
+    low = ("0s or more" if lo == timedelta(0) else "more than 0s" if lo == _TINY
+           else f"at least {format_duration(lo)}")
     return _Field(key, "duration", env, flag, reload,
-                  f"a duration ({low}, at most 24h) such as '100ms', '1.5s' or '1h30m'",
-                  lo=lo, hi=MAX_DURATION, help=help)
+                  f"a duration ({low}, at most {format_duration(hi)}) such as '100ms', '1.5s' "
+                  "or '1h30m'", lo=lo, hi=hi, help=help)
 
 
 _BOOL_WORDS = "true|false (also on|off, yes|no, 1|0)"
@@ -223,6 +246,18 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
     _Field("observability.addr", "addr", "RONK_OBS_ADDR", "--obs-addr", NEXT_START,
            "host:port such as 127.0.0.1:9909 ([::1]:9909 for IPv6)",
            help="bind address of the observability endpoints"),
+    _dur("observability.loop_block_threshold", "RONK_OBS_LOOP_BLOCK_THRESHOLD",
+         "--obs-loop-block-threshold", IMMEDIATE, MIN_LOOP_BLOCK_THRESHOLD,
+         "the event loop counts as blocked after running no callback this long",
+         hi=MAX_LOOP_BLOCK_THRESHOLD),
+    _Field("observability.debug_endpoints", "bool", "RONK_OBS_DEBUG_ENDPOINTS",
+           "--obs-debug-endpoints", NEXT_START, f"a boolean: {_BOOL_WORDS}",
+           help="serve GET /debug/tasks (loopback peers only)"),
+    _Field("observability.control_token", "token", "RONK_CONTROL_TOKEN",
+           "--obs-control-token", IMMEDIATE,
+           f"empty (control routes off) or {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable "
+           "ASCII characters without spaces",
+           help="Bearer token of POST /control/*; empty turns them off (prefer the env var)"),
     _Field("log.format", "enum", "RONK_LOG_FORMAT", "--log-format", IMMEDIATE,
            "one of json, text", choices=LOG_FORMATS, help="log format"),
     _Field("log.level", "enum", "RONK_LOG_LEVEL", "--log-level", IMMEDIATE,
@@ -412,6 +447,8 @@ def show(key: str, value: Any, _depth: int = 0) -> str:
     elif isinstance(value, list | tuple):
         text = "[" + ", ".join(show(key, v, _depth + 1) for v in value) + "]"
     else:
+        if isinstance(value, os.PathLike):  # an app model's Path field: the path, as typed
+            value = os.fspath(value)
         text = repr(redact_text(value)) if isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -495,9 +532,49 @@ def _mapping_layer(data: Any, source: str, problems: list[str],
     return layer
 
 
-def read_file(path: Path, problems: list[str]) -> Layer:
-    """Read and flatten a TOML or JSON config file; every failure becomes a problem."""
-    source = f"file:{path}"
+def file_source(path: str | os.PathLike[str]) -> str:
+    """The source label of a config file, ``file:<path>``, always encodable as UTF-8."""
+    return f"file:{show_path(path)}"
+
+
+EMPTY_FILE_REASON = ("a config file that had settings is never replaced by the defaults on "
+                     "reload (a half-written file?); the previous config is kept")
+
+
+class ParseCache:
+    """The last parse of one file, by SHA-256 of its bytes (one per ``ConfigCell``).
+
+    Parsing the same bytes again gives the same document, so a reload of an unchanged 1 MiB
+    file (a SIGHUP storm) costs a read and a hash instead of a parse. One entry, replaced as a
+    whole (safe when a worker thread and the loop use it at once).
+    """
+
+    __slots__ = ("entry",)
+
+    def __init__(self) -> None:
+        self.entry: tuple[str, Any] | None = None  # (suffix + digest, parsed document)
+
+    def parse(self, suffix: str, raw: bytes, parse: Callable[[], Any]) -> Any:
+        """``parse()``'s document, or the cached one when ``raw`` is the same as last time."""
+        key = suffix + hashlib.sha256(raw).hexdigest()
+        entry = self.entry
+        if entry is not None and entry[0] == key:
+            return entry[1]
+        data = parse()
+        self.entry = (key, data)
+        return data
+
+
+def read_file(path: Path, problems: list[str], *, refuse_empty: bool = False,
+              cache: ParseCache | None = None) -> Layer:
+    """Read and flatten a TOML or JSON config file; every failure becomes a problem.
+
+    With ``refuse_empty`` (a reload of a file that had settings), a file that yields no setting
+    at all -- empty, whitespace only, only comments or empty tables -- is a problem too: that
+    is what a file caught half-written looks like, and applying it would silently turn every
+    value back to its default. ``cache`` skips the parse of bytes parsed last time.
+    """
+    source = file_source(path)
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
         problems.append(_file_problem(source, f"unknown file type {suffix!r}",
@@ -525,9 +602,20 @@ def read_file(path: Path, problems: list[str]) -> Layer:
         problems.append(_file_problem(source, f"file too large (more than {MAX_FILE_BYTES} bytes)",
                                       f"at most {MAX_FILE_BYTES} bytes"))
         return {}
-    try:
+    if refuse_empty and not raw.strip():
+        problems.append(_file_problem(
+            source, f"empty file ({len(raw)} bytes{', whitespace only' if raw else ''}); "
+            f"{EMPTY_FILE_REASON}",
+            "a complete config file"))
+        return {}
+    def parse() -> tuple[Any, dict[str, int] | None]:  # the document and its key lines
         text = raw.decode("utf-8")
-        data = json.loads(text) if suffix == ".json" else tomllib.loads(text)
+        if suffix == ".json":
+            return json.loads(text, object_pairs_hook=_JsonTable), None
+        return tomllib.loads(text), toml_key_lines(text)
+
+    try:
+        data, lines = parse() if cache is None else cache.parse(suffix, raw, parse)
     except UnicodeDecodeError as exc:
         problems.append(_file_problem(source, f"not UTF-8 text (byte {exc.start})",
                                       "a UTF-8 encoded file"))
@@ -538,8 +626,46 @@ def read_file(path: Path, problems: list[str]) -> Layer:
         reason = f"not valid {kind} ({str(exc).splitlines()[0] if str(exc) else 'too deep'})"
         problems.append(_file_problem(source, reason, f"a complete {kind} document"))
         return {}
-    lines = toml_key_lines(text) if suffix == ".toml" else None
-    return _mapping_layer(data, source, problems, lines)
+    before = len(problems)
+    if suffix == ".json":
+        problems.extend(_json_duplicates(data, source))
+    layer = _mapping_layer(data, source, problems, lines)
+    if refuse_empty and not layer and len(problems) == before:
+        problems.append(_file_problem(
+            source, f"no settings (only comments or empty tables); {EMPTY_FILE_REASON}",
+            "a complete config file"))
+    return layer
+
+
+class _JsonTable(dict[str, Any]):
+    """A JSON object that remembers every key given more than once in it or in its tables.
+
+    ``duplicates`` maps dotted names (``bus.capacity``) to how often they were given; tables
+    replaced by a later duplicate still report their own duplicates.
+    """
+
+    duplicates: dict[str, int]
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__()
+        self.duplicates = {}
+        for key, value in pairs:
+            if key in self:
+                self.duplicates[key] = self.duplicates.get(key, 1) + 1
+            if isinstance(value, _JsonTable):
+                for inner, times in value.duplicates.items():
+                    name = f"{key}.{inner}"
+                    self.duplicates[name] = max(self.duplicates.get(name, 0), times)
+            self[key] = value
+
+
+def _json_duplicates(data: Any, source: str) -> list[str]:
+    """One problem per key given more than once in a JSON file, named by its dotted key."""
+    if not isinstance(data, _JsonTable):
+        return []
+    return [f"{name} (from {source}): duplicate key (given {times} times; JSON would silently "
+            "keep the last); expected each key once per table"
+            for name, times in data.duplicates.items()]
 
 
 def env_layer(env: Mapping[str, str], problems: list[str]) -> Layer:
@@ -620,7 +746,7 @@ def cli_layer(argv: Sequence[str], problems: list[str]) -> tuple[Layer, str | No
             value = args[i]
             i += 1
         if flag == CONFIG_FLAG:
-            config_path = value
+            config_path = value  # an empty path is refused by choose_file, naming the flag
         else:
             layer[_BY_FLAG[flag].key] = Raw(value, f"cli:{flag}", True)
     return layer, config_path
@@ -628,7 +754,13 @@ def cli_layer(argv: Sequence[str], problems: list[str]) -> tuple[Layer, str | No
 
 def choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str],
                 cli_path: str | None) -> tuple[Path, bool, str]:
-    """Which file to read: ``(absolute path, named explicitly?, how it was named)``."""
+    """Which file to read: ``(absolute path, named explicitly?, how it was named)``.
+
+    Raises :class:`ConfigError` when the file is named by an empty (or blank) path --
+    ``--config ''`` or ``Config.load("")`` -- naming the flag or argument: an empty path would
+    otherwise become the working directory. An empty ``RON_CONFIG`` counts as unset (the shell
+    idiom ``RON_CONFIG= cmd``).
+    """
     if cli_path is not None:
         chosen, explicit, how = cli_path, True, f"cli:{CONFIG_FLAG}"
     elif path is not None:
@@ -637,6 +769,10 @@ def choose_file(path: str | os.PathLike[str] | None, env: Mapping[str, str],
         chosen, explicit, how = env[CONFIG_ENV], True, f"env:{CONFIG_ENV}"
     else:
         chosen, explicit, how = DEFAULT_FILE, False, "default"
+    if not chosen.strip():
+        key = CONFIG_FLAG if how.startswith("cli:") else "config path"
+        raise ConfigError([_problem(key, chosen, how, "empty path",
+                                    "the path of a .toml or .json config file")])
     try:
         resolved = Path(chosen).expanduser()
     except RuntimeError:  # "~user" with no such user: read it literally, and fail as not found
@@ -709,6 +845,15 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
         raise _Bad(f"got {_type_name(value)}")
     if not isinstance(value, str):
         raise _Bad(f"got {_type_name(value)}")
+    if fld.kind == "token":
+        # never strip or echo: the reason says what is wrong, the value stays redacted
+        if value == "":
+            return value
+        if not _TOKEN.fullmatch(value):
+            raise _Bad("holds spaces, control or non-ASCII characters")
+        if not MIN_TOKEN_CHARS <= len(value) <= MAX_TOKEN_CHARS:
+            raise _Bad(f"{len(value)} characters")
+        return value
     if fld.kind == "enum":
         word = value.strip().lower()
         if word not in fld.choices:
@@ -817,28 +962,39 @@ class Resolved(NamedTuple):
     sources: dict[str, str]
     file: Path
     file_used: bool
+    file_settings: int = 0  # how many keys the file set (0: no file, or an empty one)
 
 
 def resolve(path: str | os.PathLike[str] | None = None, *,
             env: Mapping[str, str] | None = None, argv: Sequence[str] | None = None,
             file: Path | None = None, require_file: bool | None = None,
+            refuse_empty: bool = False, cache: ParseCache | None = None,
             version: int = 1, app: type[Any] | None = None) -> Resolved:
-    """Run the whole pipeline; ``file``/``require_file`` pin the file (used by ``ConfigCell``)."""
+    """Run the whole pipeline; ``file``/``require_file`` pin the file (used by ``ConfigCell``).
+
+    ``refuse_empty``: a file without any setting is a problem; ``cache``: reuse the last parse
+    of identical bytes (both: see :func:`read_file`).
+    """
     env = os.environ if env is None else env
     problems: list[str] = []
     cli, cli_path = cli_layer(argv or (), problems)
-    chosen, explicit, _how = choose_file(path, env, cli_path)
+    named = True
+    try:
+        chosen, explicit, _how = choose_file(path, env, cli_path)
+    except ConfigError as exc:  # an empty path: no file to read; list it with the rest
+        problems.extend(exc.problems)
+        chosen, explicit, named = Path(DEFAULT_FILE), False, False
     if file is not None:
         chosen = file
     if require_file is not None:
         explicit = require_file
     file_layer: Layer = {}
     used = False
-    if explicit or _exists(chosen):
-        file_layer = read_file(chosen, problems)
+    if named and (explicit or _exists(chosen)):
+        file_layer = read_file(chosen, problems, refuse_empty=refuse_empty, cache=cache)
         used = True
-    else:
-        _log.info("config_defaults_applied", path=str(chosen),
+    elif named:
+        _log.info("config_defaults_applied", path=show_path(chosen),
                   reason="no config file; using built-in defaults")
     layers = [_default_layer(), file_layer, env_layer(env, problems), cli]
     config, merged = _build(layers, problems, version=version, app=app)
@@ -846,7 +1002,17 @@ def resolve(path: str | os.PathLike[str] | None = None, *,
     for key in config.flat():
         if key.startswith(APP + "."):
             sources[key] = merged[key].source if key in merged else "default"
-    return Resolved(config, sources, chosen, used)
+    return Resolved(config, sources, chosen, used, len(file_layer))
+
+
+def file_has_settings(path: Path, cache: ParseCache | None = None) -> bool:
+    """Whether ``path`` exists and sets at least one key (problems aside); never raises."""
+    try:
+        if not path.is_file():
+            return False
+    except (OSError, ValueError):
+        return False
+    return bool(read_file(path, [], cache=cache))
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[dict[str, str]]:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple
 
-from watchfiles import Change, awatch
-
 from . import _config
 from ._config import (
     CONFIG_FLAG,
@@ -32,10 +30,12 @@ from ._config import (
     format_duration,
     parse_duration,
 )
+from ._config_watch import FileWatcher, identify
 from ._errors import ConfigError
 from ._events import KernelEvent
 from ._logging import get_logger
 from ._signals import install_handlers
+from ._text import cap, printable, show_path
 from ._tracing import kernel_span
 
 if TYPE_CHECKING:
@@ -46,10 +46,12 @@ __all__ = [
     "AmnesiaConfig",
     "BusConfig",
     "ConfigCell",
+    "ConfigStatus",
     "ExplainedValue",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",
+    "ReloadRecord",
     "ShutdownConfig",
     "SupervisorConfig",
     "WorkersConfig",
@@ -142,17 +144,87 @@ def reload_class(key: str) -> str:
 
 # ----------------------------------------------------------------------------- the cell
 
+MIN_RELOAD_INTERVAL = 0.05
+"""Requested reloads start at least this many seconds apart (at most 20 a second); a request
+after a quiet moment starts at once. Requests arriving meanwhile coalesce."""
+
+MAX_SHOWN_PROBLEMS = 10
+"""A rejected reload's record keeps at most this many problems (the log has all of them)."""
+
+
 @dataclass(frozen=True, slots=True)
-class _FileSig:
-    mtime_ns: int
-    size: int
-    inode: int
+class ReloadRecord:
+    """What the most recent reload did: :attr:`ConfigCell.last_reload`, ``/status``."""
+
+    outcome: str
+    """``applied``, ``unchanged`` or ``rejected``."""
+    trigger: str
+    """What asked for it: ``call`` (:meth:`ConfigCell.reload`), ``request``, ``SIGHUP``,
+    ``file``, ``poll`` or ``directory`` -- joined with ``+`` when requests coalesced."""
+    version: int
+    """The config version in force afterwards."""
+    requests: int
+    """How many requests this one reload answered (more than one: they coalesced)."""
+    at: float
+    """When it finished (``time.time()``)."""
+    latency_ms: float
+    """From the start of reading to the end of the swap (or rejection)."""
+    problems: tuple[str, ...] = ()
+    """A rejected reload's problems (redacted, each capped; at most ``MAX_SHOWN_PROBLEMS``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-ready data."""
+        return {"outcome": self.outcome, "trigger": self.trigger, "version": self.version,
+                "requests": self.requests, "at": self.at, "latency_ms": self.latency_ms,
+                "problems": list(self.problems)}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigStatus:
+    """A :class:`ConfigCell` in one small record (:meth:`ConfigCell.status`, ``/status``)."""
+
+    version: int
+    """Version of the current snapshot."""
+    path: str
+    """The config file, as text (undecodable bytes shown as U+FFFD)."""
+    watcher: str
+    """:attr:`ConfigCell.watcher_state`."""
+    reload_pending: bool
+    """Whether a requested reload is queued or running."""
+    reload_requests: int
+    """Requests made through :meth:`ConfigCell.request_reload` (SIGHUP, the watcher, ...)."""
+    reloads: int
+    """Reloads performed (direct calls included); far fewer than requests in a storm."""
+    last_reload: ReloadRecord | None
+    """The most recent reload, ``None`` before the first."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as plain JSON-ready data (``last_reload`` as a dict or ``None``)."""
+        return {"version": self.version, "path": self.path, "watcher": self.watcher,
+                "reload_pending": self.reload_pending, "reload_requests": self.reload_requests,
+                "reloads": self.reloads,
+                "last_reload": None if self.last_reload is None else self.last_reload.as_dict()}
+
+
+class _Pending:
+    """The one queued reload that every request arriving before it starts joins."""
+
+    __slots__ = ("future", "requests", "triggers")
+
+    def __init__(self, future: asyncio.Future[bool]) -> None:
+        self.future = future
+        self.requests = 0
+        self.triggers: dict[str, None] = {}
+
+    @property
+    def trigger(self) -> str:
+        return "+".join(self.triggers)
 
 
 class ConfigCell(Generic[M]):
     """Holds the current :class:`~ron_kernel.Config` and swaps it, whole, on a valid reload.
 
-    ``reload()`` recomputes the effective config from the same sources the cell was given (file
+    A reload recomputes the effective config from the same sources the cell was given (file
     path, ``env`` and ``argv``; ``env=None`` means ``os.environ``), validates it, and either
 
     * swaps the snapshot at once (``version`` + 1), calls the subscribers, publishes
@@ -162,10 +234,15 @@ class ConfigCell(Generic[M]):
       ``config_reloads_total{outcome="rejected"}`` and publishes nothing.
 
     A reload whose effective config equals the current one changes nothing (no new version, no
-    event; counted as ``outcome="unchanged"``). Triggers: a direct call, SIGHUP
-    (:meth:`install_sighup`) and file changes (:meth:`start_watching`). ``get()`` never blocks;
-    ``reload()`` is synchronous (it reads one small file) and holds no lock, so it is safe to call
-    from the event loop. The cell never writes to disk (which amnesia mode requires).
+    event; counted as ``outcome="unchanged"``). A file that had settings is never replaced by
+    an empty one (or one with only comments) on reload: that is rejected, since it is what a
+    half-written file looks like.
+
+    Two ways in: :meth:`reload` reads and swaps synchronously, in the caller's thread (direct
+    callers, tests); :meth:`request_reload` returns at once, reads and parses in a worker
+    thread, swaps on the loop, and coalesces requests that arrive while one is pending -- the
+    path of SIGHUP (:meth:`install_sighup`) and of the file watcher (:meth:`start_watching`).
+    ``get()`` never blocks; the swap holds no lock. The cell never writes to disk (amnesia).
     """
 
     def __init__(self, config: Config[M], *, path: str | os.PathLike[str] | None = None,
@@ -185,13 +262,28 @@ class ConfigCell(Generic[M]):
         self._counters = metrics.counters if metrics is not None else None
         self._subscribers: list[ConfigCallback] = []
         self._last_error: ConfigError | None = None
+        self._last_reload: ReloadRecord | None = None
         problems: list[str] = []
         _, cli_path = _config.cli_layer(self._argv, problems)
         file, explicit, _how = _config.choose_file(path, self._environ(), cli_path)
         self._file = file
         # A file that existed at start is required from then on: deleting it must not silently
-        # revert a running kernel to the defaults.
+        # revert a running kernel to the defaults. Nor may emptying it, once it had settings.
         self._file_required = explicit or file.exists()
+        self._parse_cache = _config.ParseCache()  # the first reload of these bytes: no parse
+        self._had_settings = _config.file_has_settings(file, self._parse_cache)
+        self._watcher = FileWatcher(file, self.request_reload, initial=identify(file))
+        # request_reload's state: at most one reload runs, at most one more is queued
+        self._pending: _Pending | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._running_reload = False
+        self._last_requested_start = -MIN_RELOAD_INTERVAL  # loop time
+        self._requests = 0
+        self._reloads = 0
+        # Every reload takes a sequence number when it starts reading; a result older than one
+        # already applied (a direct reload() that finished first) is dropped, never applied.
+        self._started_seq = 0
+        self._finished_seq = 0
         if self._counters is not None:
             self._counters.config_version.set(value=config.version)
 
@@ -219,13 +311,33 @@ class ConfigCell(Generic[M]):
         """The error of the most recent rejected reload (``None`` after a successful one)."""
         return self._last_error
 
+    @property
+    def last_reload(self) -> ReloadRecord | None:
+        """What the most recent reload did (``None`` before the first)."""
+        return self._last_reload
+
+    @property
+    def watcher_state(self) -> str:
+        """The file watcher: ``watching``, ``polling``, ``waiting_for_directory``, ``stopped``
+        (not started, or cancelled) or ``failed: <reason>`` (it logs and keeps retrying)."""
+        return self._watcher.state
+
+    def status(self) -> ConfigStatus:
+        """The version, file, watcher state and reload counters in one record (``/status``)."""
+        return ConfigStatus(
+            version=self._current.version, path=show_path(self._file),
+            watcher=self._watcher.state,
+            reload_pending=self._pending is not None or self._running_reload,
+            reload_requests=self._requests, reloads=self._reloads,
+            last_reload=self._last_reload)
+
     def subscribe(self, callback: ConfigCallback) -> Callable[[], None]:
         """Call ``callback(old, new)`` after every applied reload; returns an unsubscribe function.
 
-        Callbacks run synchronously, in order, right after the swap and before
-        ``ConfigUpdated`` is published, so kernel parts (log level, amnesia, PQ posture) are
-        updated by the time services see the event. An exception in a callback is logged and
-        does not undo the reload.
+        Callbacks run synchronously on the loop (or the thread calling :meth:`reload`), in
+        order, right after the swap and before ``ConfigUpdated`` is published, so kernel parts
+        (log level, amnesia, PQ posture) are updated by the time services see the event. An
+        exception in a callback is logged and does not undo the reload.
         """
         self._subscribers.append(callback)
 
@@ -256,57 +368,178 @@ class ConfigCell(Generic[M]):
     # ------------------------------------------------------------------ reloading
 
     def reload(self, new: Config | None = None) -> bool:
-        """Recompute (or take ``new``), validate, swap; ``False`` when rejected.
+        """Recompute (or take ``new``), validate, swap, synchronously; ``False`` when rejected.
 
         Returns ``True`` when the new config was applied or was identical to the current one.
         ``new.version`` is ignored: an applied snapshot always gets the current version + 1.
-        Opens the span ``kernel.config.reload`` (attribute ``outcome``) when tracing is on.
+        Reads and parses the file in the calling thread (up to 1 MiB): from a coroutine prefer
+        :meth:`request_reload`, which does that off the loop. Opens the span
+        ``kernel.config.reload`` (attributes ``trigger``, ``outcome``) when tracing is on.
         """
-        with kernel_span("config", "reload", version=self._current.version) as span:
-            outcome = self._reload(new)
+        seq = self._start()
+        started = time.perf_counter()
+        with kernel_span("config", "reload", version=self._current.version,
+                         trigger="call") as span:
+            resolved: _config.Resolved | None = None
+            error: ConfigError | None = None
+            candidate: Config[Any] | None = None
+            try:
+                if new is None:
+                    resolved = self._resolve(self._had_settings)
+                    candidate = resolved.config
+                else:
+                    new.validate()
+                    candidate = new
+            except ConfigError as exc:
+                error = exc
+            outcome = self._finish(seq, candidate, resolved, error, started, "call", 1)
             if span is not None:
                 span.set_attribute("outcome", outcome)
         return outcome != "rejected"
 
-    def _reload(self, new: Config | None) -> str:
+    def request_reload(self, trigger: str = "request") -> asyncio.Future[bool]:
+        """Ask for a reload; returns at once with a future of its outcome (awaiting is optional).
+
+        The file is read and parsed in a worker thread (``asyncio.to_thread``); only the swap,
+        the subscribers and the publish run on the loop, so a 1 MiB file or a storm of
+        requests does not stall it. Requests coalesce: while a reload is queued, every new
+        request joins it; while one runs, requests queue exactly one more, which starts reading
+        after the last of them -- so the newest content is always read, and 1,000 SIGHUPs cost
+        a few dozen reloads; requested reloads start at least 50 ms apart (a lone request
+        starts at once). The future resolves to what :meth:`reload` would return for the
+        reload that answers this request (it is cancelled by :meth:`cancel_pending_reloads`).
+        ``trigger`` names the requester in logs and in :attr:`last_reload`. Must be called in
+        the loop's thread, with the loop running (``RuntimeError`` otherwise).
+        """
+        loop = asyncio.get_running_loop()
+        self._requests += 1
+        pending = self._pending
+        if pending is None or pending.future.get_loop() is not loop:
+            pending = self._pending = _Pending(loop.create_future())
+        pending.requests += 1
+        if trigger not in pending.triggers:
+            pending.triggers[trigger] = None
+            _log.info("config_reload_requested", trigger=trigger,
+                      behind_running_reload=self._running_reload)
+        runner = self._runner
+        if runner is None or runner.done() or runner.get_loop() is not loop:
+            self._runner = loop.create_task(self._run_requested(),
+                                            name="ron-kernel-config-reload")
+        return pending.future
+
+    def cancel_pending_reloads(self) -> None:
+        """Cancel the queued and the running requested reload (at shutdown); idempotent.
+
+        Their futures are cancelled and nothing is swapped; a worker thread already reading
+        finishes and its result is dropped. :meth:`reload` and later requests still work.
+        """
+        if self._pending is not None:
+            self._pending.future.cancel()
+            self._pending = None
+        if self._runner is not None and not self._runner.done():
+            self._runner.cancel()
+
+    async def _run_requested(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending is not None:
+            wait = self._last_requested_start + MIN_RELOAD_INTERVAL - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # requests keep joining the queued reload meanwhile
+            pending = self._pending
+            if pending is None:  # cancel_pending_reloads() while we waited
+                return
+            self._pending = None
+            self._last_requested_start = loop.time()
+            self._running_reload = True
+            try:
+                ok = await self._reload_off_loop(pending)
+            except asyncio.CancelledError:
+                pending.future.cancel()
+                raise
+            except Exception as exc:  # a bug must not end the trigger path: say so, go on
+                _log.exception("config_reload_failed", trigger=pending.trigger,
+                               error=printable(cap(repr(exc), 500)))
+                ok = False
+            finally:
+                self._running_reload = False
+            if not pending.future.done():
+                pending.future.set_result(ok)
+
+    async def _reload_off_loop(self, pending: _Pending) -> bool:
+        seq = self._start()
         started = time.perf_counter()
+        with kernel_span("config", "reload", version=self._current.version,
+                         trigger=pending.trigger) as span:
+            resolved: _config.Resolved | None = None
+            error: ConfigError | None = None
+            try:
+                resolved = await asyncio.to_thread(self._resolve, self._had_settings)
+            except ConfigError as exc:
+                error = exc
+            if seq < self._finished_seq:
+                # a direct reload() started later and finished first: its result is newer
+                _log.debug("config_reload_superseded", trigger=pending.trigger)
+                return self._last_error is None
+            outcome = self._finish(seq, resolved.config if resolved else None, resolved, error,
+                                   started, pending.trigger, pending.requests)
+            if span is not None:
+                span.set_attribute("outcome", outcome)
+        return outcome != "rejected"
+
+    def _start(self) -> int:
+        self._started_seq += 1
+        return self._started_seq
+
+    def _resolve(self, refuse_empty: bool) -> _config.Resolved:
+        """Read, parse, merge and validate (blocking; runs in a worker thread when requested)."""
+        return _config.resolve(self._path, env=self._environ(), argv=self._argv,
+                               file=self._file, require_file=self._file_required,
+                               refuse_empty=refuse_empty, cache=self._parse_cache,
+                               app=self._app)
+
+    def _finish(self, seq: int, candidate: Config[Any] | None, resolved: _config.Resolved | None,
+                error: ConfigError | None, started: float, trigger: str, requests: int) -> str:
+        """The swap (or the rejection), on the loop: nothing here reads a file or awaits."""
+        self._finished_seq = seq
+        self._reloads += 1
         old = self._current
-        try:
-            if new is None:
-                candidate = _config.resolve(
-                    self._path, env=self._environ(), argv=self._argv, file=self._file,
-                    require_file=self._file_required, app=self._app).config
-            else:
-                new.validate()
-                candidate = new
-        except ConfigError as exc:
-            self._last_error = exc
+        if error is not None or candidate is None:
+            problems = error.problems if error is not None else ["no config"]
+            self._last_error = error
             self._count("rejected", started)
-            _log.error("config_reload_rejected", version=old.version, problems=exc.problems,
-                       kept="previous config")
+            _log.error("config_reload_rejected", version=old.version, trigger=trigger,
+                       problems=problems, kept="previous config")
+            self._record("rejected", trigger, requests, started, problems)
             return "rejected"
         self._last_error = None
+        if resolved is not None:
+            self._had_settings = resolved.file_used and resolved.file_settings > 0
         changes = _config.diff(old.flat(), candidate.flat())
         if not changes:
             self._count("unchanged", started)
-            _log.info("config_unchanged", version=old.version)
+            _log.info("config_unchanged", version=old.version, trigger=trigger)
+            self._record("unchanged", trigger, requests, started)
             return "unchanged"
-        self._swap(old, _config.with_version(candidate, old.version + 1), changes, started)
+        self._swap(old, _config.with_version(candidate, old.version + 1), changes, started,
+                   trigger, requests)
         return "applied"
 
-    def _adopt(self, config: Config[M]) -> None:
+    def _adopt(self, config: Config[M], trigger: str = "parent") -> None:
         """Make ``config`` current with its own version (package-internal: worker processes).
 
         A worker applies the snapshot its parent validated, under the parent's version number,
         so ``ConfigUpdated(version)`` means the same reload in every process. Everything an
-        applied reload does happens (subscribers, the event, the counters, the log line), even
-        when the values are unchanged: the version is what moves.
+        applied reload does happens (subscribers, the event, the counters, the log line, the
+        reload record), even when the values are unchanged: the version is what moves.
         """
+        self._reloads += 1
+        self._last_error = None
         old = self._current
-        self._swap(old, config, _config.diff(old.flat(), config.flat()), time.perf_counter())
+        self._swap(old, config, _config.diff(old.flat(), config.flat()), time.perf_counter(),
+                   trigger, 1)
 
     def _swap(self, old: Config[M], applied: Config[M], changes: list[dict[str, str]],
-              started: float) -> None:
+              started: float, trigger: str, requests: int) -> None:
         self._current = applied
         self._count("applied", started)
         waiting, self._applied = self._applied, None
@@ -323,7 +556,8 @@ class ConfigCell(Generic[M]):
                 _log.exception("config_subscriber_failed", error=repr(exc))
         if self._bus is not None:
             self._bus.publish(KernelEvent.ConfigUpdated(version=applied.version))
-        _log.info("config_updated", version=applied.version, changed=changes)
+        _log.info("config_updated", version=applied.version, trigger=trigger, changed=changes)
+        self._record("applied", trigger, requests, started)
 
     def _count(self, outcome: str, started: float) -> None:
         if self._counters is not None:
@@ -331,83 +565,56 @@ class ConfigCell(Generic[M]):
             self._counters.request_latency_seconds.observe(
                 "config_reload", value=time.perf_counter() - started)
 
+    def _record(self, outcome: str, trigger: str, requests: int, started: float,
+                problems: Sequence[str] = ()) -> None:
+        self._last_reload = ReloadRecord(
+            outcome=outcome, trigger=trigger, version=self._current.version, requests=requests,
+            at=time.time(), latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            problems=tuple(printable(cap(p, 512)) for p in problems[:MAX_SHOWN_PROBLEMS]))
+
     # ------------------------------------------------------------------ triggers
 
     def install_sighup(self) -> Callable[[], None]:
-        """Reload on SIGHUP, in the running loop; returns a function that removes the handler.
+        """Reload on SIGHUP through :meth:`request_reload`; returns a function removing it.
 
-        Must be called from a coroutine (it uses ``loop.add_signal_handler``). Removing puts
+        Must be called from a coroutine (it uses ``loop.add_signal_handler``). The handler only
+        queues a request, so a storm of signals costs a few coalesced reloads. Removing puts
         back whatever SIGHUP handler was there before.
         """
         return install_handlers(asyncio.get_running_loop(), (signal.SIGHUP,), self._on_sighup)
 
     def _on_sighup(self, sig: signal.Signals | None = None) -> None:
-        _log.info("config_reload_requested", trigger="SIGHUP")
-        self.reload()
+        self.request_reload("SIGHUP")
 
     def start_watching(self, *, polling: bool | None = None, quiet: float = 0.02,
                        poll_interval: float = 0.05) -> asyncio.Task[None]:
         """Start :meth:`watch` as a task in the running loop; cancel the task to stop."""
+        _check_watch_args(quiet, poll_interval)
         return asyncio.get_running_loop().create_task(
             self.watch(polling=polling, quiet=quiet, poll_interval=poll_interval),
             name="ron-kernel-config-watch")
 
     async def watch(self, *, polling: bool | None = None, quiet: float = 0.02,
                     poll_interval: float = 0.05) -> None:
-        """Reload whenever the config file changes; runs until cancelled.
+        """Reload (via :meth:`request_reload`) whenever the file's content changes; until cancelled.
 
-        Watches the file's parent directory (so an editor's write-to-temp-then-rename is seen)
-        with watchfiles, or by polling ``(mtime, size, inode)`` every ``poll_interval`` seconds
-        when ``polling`` is true (or the directory is missing). A reload happens only after the
-        file has been quiet for ``quiet`` seconds, so a file being written in several steps is
-        read once, complete; an invalid intermediate state is rejected anyway.
+        Reacts to any change in the file's directory and in the directory its symlinks lead to
+        (watchfiles), or polls every ``poll_interval`` seconds when ``polling`` is true; then
+        compares the resolved file's identity (realpath, stat, SHA-256 of the content), so an
+        editor's rename, a Kubernetes ConfigMap's ``..data`` symlink swap and an in-place write
+        are all seen, and a touch is not. It reads only once the file is stable (two looks
+        ``quiet`` seconds apart agree). When the directory goes away the watcher polls until
+        it is back; an unexpected error is logged and retried. :attr:`watcher_state` says
+        which. Raises ``RuntimeError`` if this cell is already being watched, ``ValueError``
+        for a negative ``quiet`` or a ``poll_interval`` that is not positive.
         """
-        use_polling = bool(polling)
-        if not self._file.parent.is_dir():
-            use_polling = True
-        if use_polling:
-            await self._poll(quiet, poll_interval)
-        else:
-            await self._watchfiles(quiet)
+        _check_watch_args(quiet, poll_interval)
+        await self._watcher.run(polling=bool(polling), quiet=quiet, poll_interval=poll_interval)
 
-    async def _watchfiles(self, quiet: float) -> None:
-        target = self._file
-        parent = str(target.parent)
 
-        def only_target(change: Change, changed: str) -> bool:
-            return os.path.basename(changed) == target.name and os.path.dirname(changed) == parent
-
-        stop = asyncio.Event()
-        step_ms = max(1, round(quiet * 1000))
-        try:
-            async for _changes in awatch(parent, watch_filter=only_target, step=step_ms,
-                                         debounce=max(1000, step_ms * 10), recursive=False,
-                                         stop_event=stop, rust_timeout=200,
-                                         yield_on_timeout=False):
-                _log.info("config_reload_requested", trigger="file", path=str(target))
-                self.reload()
-        finally:
-            stop.set()
-
-    def _signature(self) -> _FileSig | None:
-        try:
-            st = os.stat(self._file)
-        except OSError:
-            return None
-        return _FileSig(st.st_mtime_ns, st.st_size, st.st_ino)
-
-    async def _poll(self, quiet: float, interval: float) -> None:
-        loop = asyncio.get_running_loop()
-        settled = seen = self._signature()
-        changed_at: float | None = None
-        while True:
-            await asyncio.sleep(interval)
-            sig = self._signature()
-            now = loop.time()
-            if sig != seen:
-                seen, changed_at = sig, now
-                continue
-            if sig != settled and changed_at is not None and now - changed_at >= quiet:
-                settled, changed_at = sig, None
-                _log.info("config_reload_requested", trigger="poll", path=str(self._file))
-                self.reload()
+def _check_watch_args(quiet: float, poll_interval: float) -> None:
+    if not 0 <= quiet <= 60:
+        raise ValueError(f"quiet must be from 0 to 60 seconds, got {quiet!r}")
+    if not 0 < poll_interval <= 60:
+        raise ValueError(f"poll_interval must be more than 0 and at most 60 seconds, "
+                         f"got {poll_interval!r}")

@@ -33,9 +33,14 @@ class BusLike(Protocol):
 
 
 class MailboxLike(Protocol):
-    """A mailbox that can report its name and depth."""
+    """A mailbox that can report its name, depth and capacity."""
 
     name: str
+
+    @property
+    def capacity(self) -> int:
+        """Most messages it holds."""
+        ...
 
     def __len__(self) -> int:
         """Messages waiting."""
@@ -47,6 +52,12 @@ class MailboxLike(Protocol):
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 10.0,
+)
+
+
+# Event-loop lag: 1 ms (timer jitter) .. 10 s (a loop that is stuck).
+LOOP_LAG_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
 
@@ -190,10 +201,26 @@ class KernelCounters:
         self.events_unencodable_total = c(
             "events_unencodable_total",
             "Objects on the kernel bus that /events could not encode (skipped, not fatal).")
+        # Loop health (ron_kernel._loop_health writes these; docs/METRICS.md).
+        self.event_loop_lag_seconds = h(
+            "event_loop_lag_seconds", "How late the event loop ran the lag sampler's timer.",
+            (), buckets=LOOP_LAG_BUCKETS, preset=[()])
+        self.event_loop_lag_max_seconds = g(
+            "event_loop_lag_max_seconds", "Worst sampled event-loop lag over the last 60 s.")
+        self.event_loop_blocked_total = c(
+            "event_loop_blocked_total", "Times the event loop ran no callback for "
+            "observability.loop_block_threshold.")
+        self.event_loop_blocked_seconds_total = c(
+            "event_loop_blocked_seconds_total", "Seconds the detected event-loop blocks lasted.")
         self.observer_errors_total = c(
             "observer_errors_total",
             "Reports (log line, event, readiness) that failed and were dropped; supervision "
             "went on.", ("observer",), preset=[("log",), ("bus",), ("health",)])
+        self.control_requests_total = c(
+            "control_requests_total",
+            "Requests to /control/* by action (release, restart, reload) and outcome (ok, "
+            "unauthorized, not_found, conflict, too_large, disabled, rejected, not_allowed, "
+            "timeout, shutting_down).", ("action", "outcome"))
         # worker processes (docs/WORKERS.md): every series labelled by pool and worker index
         worker = ("pool", "worker")
         self.worker_ready = g(
@@ -231,7 +258,8 @@ class KernelCounters:
         _remember(self._buses, bus)
 
     def attach_mailbox(self, mailbox: MailboxLike) -> None:
-        """Export ``len(mailbox)`` as ``queue_depth{queue=mailbox.name}`` while it is alive."""
+        """Export ``len(mailbox)`` as ``queue_depth{queue=mailbox.name}`` (and its capacity as
+        ``queue_capacity``) while it is alive."""
         _remember(self._mailboxes, mailbox)
 
     def buses(self) -> list[BusLike]:

@@ -10,7 +10,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -108,6 +108,53 @@ def _not_allowed(request: web.Request, allowed: set[str]) -> web.Response:
                  headers={"Allow": ", ".join(sorted(allowed))})
 
 
+_BODY_LIMIT = "_ron_kernel_body_limit"
+H = TypeVar("H", bound=Handler)
+
+
+def accepts_body(limit: int) -> Callable[[H], H]:
+    """Mark a handler as taking a request body of at most ``limit`` bytes.
+
+    Every other matched route answers a request with a body 413 before its handler runs. A
+    marked handler gets the request as it is and reads the body with :func:`read_body` after
+    its own checks, so it decides what comes first (a route that is switched off must still
+    answer 404, whatever the body).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"body limit must be an int >= 0 bytes, got {limit!r}")
+
+    def mark(handler: H) -> H:
+        setattr(handler, _BODY_LIMIT, limit)
+        return handler
+
+    return mark
+
+
+async def read_body(request: web.Request, limit: int, *, within: float = 5.0) -> bytes | None:
+    """The request body, or ``None`` when it is longer than ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused without reading; a chunked body is
+    read only up to ``limit + 1`` bytes. Raises ``TimeoutError`` when the body does not arrive
+    within ``within`` seconds (a slow client cannot hold the handler).
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        return None
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(within):
+        while True:
+            chunk = await request.content.read(limit + 1 - size)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+
+
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The route decides first: an unknown path is 404 and a method the route does not take is
@@ -119,7 +166,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _not_allowed(request, failure.allowed_methods)
     if failure is not None:
         return _json(404, {"error": "not found", "path": request.path})
-    if request.body_exists:
+    if request.body_exists and getattr(request.match_info.handler, _BODY_LIMIT, None) is None:
+        # A route that opted in with accepts_body() reads (and bounds) the body itself.
         return _json(413, {"error": "request body not accepted", "path": request.path})
     try:
         return await handler(request)

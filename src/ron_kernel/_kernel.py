@@ -19,12 +19,14 @@ from ._appspec import spec_of
 from ._bus import Bus
 from ._config import Config, M
 from ._config_cell import ConfigCell
+from ._control import control_routes
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
 from ._health import HealthState
-from ._kernel_http import events_handler, status_handler
+from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._listen import ListenSockets
 from ._logging import configure_from_config, get_logger, loop_exception_handler
+from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
 from ._snapshot import model_spec
@@ -84,7 +86,8 @@ class Kernel(Generic[M]):
                  env: Mapping[str, str] | None = None,
                  argv: Sequence[str] | None = None,
                  watch_config: bool = True,
-                 handle_sighup: bool = True) -> None:
+                 handle_sighup: bool = True,
+                 loop_health: bool = True) -> None:
         if app_config is not None:
             check_app_model(app_config)
         if config is None:
@@ -107,6 +110,10 @@ class Kernel(Generic[M]):
             config=self.config_cell.get, config_changes=self.config_cell.changes,
             request_shutdown=self.request_shutdown,
             listen_socket=lambda name: self.listeners.dup(name))
+        self._loop_health = LoopHealth(
+            self.metrics.counters,
+            threshold=config.observability.loop_block_threshold.total_seconds(),
+        ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
         self._pools: dict[str, WorkerPool] = {}
         self._serve_http = True  # a worker process's kernel serves nothing
@@ -234,16 +241,24 @@ class Kernel(Generic[M]):
                 ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` answers: config version, readiness, children, bus statistics."""
+        """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
+        children, bus statistics, loop health.
+
+        ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
+        last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        """
         cfg = self.config
         now = time.monotonic()
         return {
             "state": self._state,
             "uptime_s": None if self._started_at is None else round(now - self._started_at, 3),
             "config_version": cfg.version,
+            "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
+            "loop": (self._loop_health.snapshot() if self._loop_health is not None
+                     else {"enabled": False}),
             "listen": self.listeners.status(),
             "workers": {name: pool.status() for name, pool in self._pools.items()},
         }
@@ -263,14 +278,18 @@ class Kernel(Generic[M]):
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        if self._loop_health is not None:
+            self._loop_health.start()
         # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines
         asyncio.get_running_loop().set_exception_handler(loop_exception_handler)
         self.health.satisfy("config")
         self.health.attach_bus(self.bus)
         self._undo.append(self.config_cell.subscribe(self._apply_reload))
+        # undone in reverse: SIGHUP is removed first, then a queued or running reload cancelled
+        self._undo.append(self.config_cell.cancel_pending_reloads)
         if self._handle_sighup:
             self._undo.append(self.config_cell.install_sighup())
-        if self._watch_config and self.config_cell.path.parent.is_dir():
+        if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
             await self.supervisor.start()
@@ -278,6 +297,14 @@ class Kernel(Generic[M]):
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
+                if cfg.observability.debug_endpoints:
+                    routes.append(("GET", "/debug/tasks", debug_tasks_handler()))
+                # POST /control/*: always routed, answered only while
+                # observability.control_token is set (read per request: a reload rotates it)
+                routes += control_routes(
+                    token=lambda: self.config.observability.control_token,
+                    supervisor=self.supervisor, reloader=self.config_cell,
+                    counters=self.metrics.counters)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
@@ -364,6 +391,8 @@ class Kernel(Generic[M]):
             self._http_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._http_task
+        if self._loop_health is not None:
+            self._loop_health.stop()
         self._state = "stopped"
         _log.info("shutdown_complete",
                   latency_ms=round((time.perf_counter() - started) * 1000, 3))
@@ -387,6 +416,9 @@ class Kernel(Generic[M]):
             # (an embedder's own configure_logging keeps its format, level and stream)
             configure_from_config(format=new.log.format, level=new.log.level,
                                   amnesia=new.amnesia.enabled)
+        threshold = new.observability.loop_block_threshold
+        if threshold != old.observability.loop_block_threshold and self._loop_health is not None:
+            self._loop_health.set_threshold(threshold.total_seconds())
         if new.pq != old.pq:
             self.health.configure_pq(new.pq.mode, new.pq.require_pq)
         if new.supervisor != old.supervisor or new.shutdown != old.shutdown:

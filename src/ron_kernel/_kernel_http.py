@@ -1,8 +1,10 @@
-"""The kernel's extra HTTP endpoints: ``GET /status`` and ``GET /events`` (NDJSON stream)."""
+"""The kernel's extra HTTP endpoints: ``GET /status``, ``GET /events`` (NDJSON stream) and
+``GET /debug/tasks`` (loopback only, when ``observability.debug_endpoints`` is on)."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +15,7 @@ from ._bus import Bus
 from ._counters import KernelCounters
 from ._errors import Closed, Lagged
 from ._events import KernelEvent
+from ._loop_health import dump_tasks
 from ._text import printable, printable_value
 
 # Each /events client gets its own receiver on the kernel bus: a slow client only lags itself.
@@ -94,5 +97,38 @@ def events_handler(bus: Bus[KernelEvent],
             if streams is not None and task is not None:
                 streams.discard(task)
         return resp
+
+    return handle
+
+
+def is_loopback(remote: str | None) -> bool:
+    """Whether a peer address (``request.remote``) is a loopback address (IPv4-mapped too)."""
+    if not remote:
+        return False
+    try:
+        address = ipaddress.ip_address(remote.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def debug_tasks_handler() -> Callable[[web.Request], Any]:
+    """Return a handler answering ``GET /debug/tasks`` with every asyncio task as JSON.
+
+    A list of ``{"name", "child", "coro", "state", "stack"}`` (see
+    ``ron_kernel._loop_health.dump_tasks``). Peers that are not loopback get 403: stacks show
+    file paths and code structure, which is nobody else's business even when the server was
+    bound to a wider address.
+    """
+
+    async def handle(request: web.Request) -> web.Response:
+        if not is_loopback(request.remote):
+            body = orjson.dumps({"error": "forbidden: /debug/tasks answers loopback peers only",
+                                 "remote": request.remote})
+            return web.Response(status=403, body=body, content_type="application/json")
+        return web.Response(body=encode_json(dump_tasks()), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     return handle

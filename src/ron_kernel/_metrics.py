@@ -283,12 +283,27 @@ class _KernelCollector(Collector):
 
         depth = GaugeMetricFamily("queue_depth", "Items waiting in a mailbox (sampled at scrape).",
                                   labels=("queue", "amnesia"))
+        capacity = GaugeMetricFamily(
+            "queue_capacity", "Most items a mailbox holds (queue_depth / queue_capacity is how "
+            "full it is).", labels=("queue", "amnesia"))
         depths: dict[str, int] = {}
+        capacities: dict[str, int] = {}
         for mailbox in counters.mailboxes():
             depths[mailbox.name] = depths.get(mailbox.name, 0) + len(mailbox)
+            capacities[mailbox.name] = capacities.get(mailbox.name, 0) + mailbox.capacity
         for queue, value in sorted(depths.items()):
             depth.add_metric((queue, amnesia), value)
+            capacity.add_metric((queue, amnesia), capacities[queue])
         out.append(depth)
+        out.append(capacity)
+
+        # Readiness as a series (what /readyz answers, read through HealthState's public API
+        # at scrape), so "not ready for 5 minutes" is an alert rule.
+        ready = GaugeMetricFamily(
+            "kernel_ready", "1 while /readyz would answer 200 (every prerequisite and service "
+            "ready), else 0.", labels=("amnesia",))
+        ready.add_metric((amnesia,), 1.0 if m.health.all_ready() else 0.0)
+        out.append(ready)
 
         for family in counters.families():
             labels = (*family.labelnames, "amnesia")

@@ -159,6 +159,7 @@ class Supervisor:
         self._shutdown_task: asyncio.Task[None] | None = None
         # Tasks we gave up on: a strong reference keeps them from being collected mid-flight.
         self._abandoned: set[asyncio.Task[None]] = set()
+        self._restarting: set[str] = set()  # children inside restart() right now
 
     # ------------------------------------------------------------------ construction
 
@@ -398,6 +399,62 @@ class Supervisor:
         else:
             child.state = "stopped"
         return True
+
+    async def restart(self, name: str) -> None:
+        """Stop ``name`` and start it again now: an operator's restart, not a crash.
+
+        The child is asked to drain within its ``shutdown_timeout`` (then cancelled, then
+        abandoned, exactly as at shutdown) and is started again at once (once its
+        ``depends_on`` are ready): no backoff wait, its backoff attempt counter back at 0,
+        nothing added to its restart window, no ``ServiceCrashed`` and no
+        ``service_restarts_total`` (those count crashes). A restart scheduled after a crash is
+        taken over; a quarantined child leaves quarantine with a clean record, as with
+        :meth:`release`. Only this child restarts, whatever the strategy; its dependents keep
+        running. Its readiness turns false until the new run reports ready (a ``Health``
+        event each way when it reports readiness). Logs ``service_restart_requested``.
+        Returns once the new run has started (or waits for its dependencies).
+
+        Raises ``KeyError`` for an unknown name, ``RuntimeError`` when the supervisor is not
+        running or the child is already being restarted.
+        """
+        child = self._child(name)
+        if not self._started or self._closing or self._loop is None:
+            raise RuntimeError(f"supervisor {self.name!r} is not running")
+        if name in self._restarting:
+            raise RuntimeError(f"child {name!r} is already being restarted")
+        self._restarting.add(name)
+        try:
+            self._cancel_probe(child)
+            if child.state in ("quarantined", "probing"):
+                self._leave_quarantine(child, "restarted")
+                if not child.alive():
+                    child.state = "stopped"
+            child.probing = False
+            child.attempt = 0
+            child.pending = None  # a scheduled (group) restart goes on without this child
+            if child.reports_ready and self._health is not None:
+                self._observe("health", self._health.set, name, False)
+            child.is_ready = False
+            self._observe("log", _log.info, "service_restart_requested", child=name,
+                          supervisor=self.name, state=child.state)
+            await self._stop(child, child.shutdown_timeout)
+            if self._closing:
+                return
+            with kernel_span("supervisor", "restart", child=name, supervisor=self.name,
+                             restarts=child.restarts):
+                self._spawn_when_ready(child)
+            await asyncio.sleep(0)  # let the new run take its first step before returning
+        finally:
+            self._restarting.discard(name)
+
+    def child_supervisor(self, name: str) -> Supervisor | None:
+        """The :class:`Supervisor` that runs as child ``name``, or ``None`` for a plain child.
+
+        Raises ``KeyError`` for an unknown name. With it a tree can be walked by path
+        (``"outer/inner/worker"``), as the control routes do.
+        """
+        fn = self._child(name).fn
+        return fn if isinstance(fn, Supervisor) else None
 
     # ------------------------------------------------------------------ introspection
 

@@ -4,9 +4,10 @@
 replaces it, whole, when a reload validates::
 
     cell = ConfigCell(Config.load(), bus=bus, metrics=metrics)
-    remove = cell.install_sighup()          # SIGHUP -> cell.reload()
-    task = cell.start_watching()            # file change -> cell.reload()
+    remove = cell.install_sighup()          # SIGHUP -> cell.request_reload() (coalesced)
+    task = cell.start_watching()            # file content change -> cell.request_reload()
     cell.get().log.level
+    cell.status().watcher                   # "watching", "waiting_for_directory", ...
 
 See docs/CONFIG.md for the sources, the keys and which changes apply at once.
 """
@@ -14,10 +15,12 @@ See docs/CONFIG.md for the sources, the keys and which changes apply at once.
 from ._config_cell import AmnesiaConfig as AmnesiaConfig
 from ._config_cell import BusConfig as BusConfig
 from ._config_cell import ConfigCell as ConfigCell
+from ._config_cell import ConfigStatus as ConfigStatus
 from ._config_cell import ExplainedValue as ExplainedValue
 from ._config_cell import LogConfig as LogConfig
 from ._config_cell import ObservabilityConfig as ObservabilityConfig
 from ._config_cell import PqConfig as PqConfig
+from ._config_cell import ReloadRecord as ReloadRecord
 from ._config_cell import ShutdownConfig as ShutdownConfig
 from ._config_cell import SupervisorConfig as SupervisorConfig
 from ._config_cell import WorkersConfig as WorkersConfig
@@ -32,10 +35,12 @@ __all__ = [
     "AmnesiaConfig",
     "BusConfig",
     "ConfigCell",
+    "ConfigStatus",
     "ExplainedValue",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",
+    "ReloadRecord",
     "ShutdownConfig",
     "SupervisorConfig",
     "WorkersConfig",

@@ -1,8 +1,11 @@
-"""The ``ron-kernel`` command: run a kernel, check a config, follow events.
+"""The ``ron-kernel`` command: run a kernel, check a config, follow events, see and act on
+it, list tasks.
 
 The whole command line lives in this package: the parser and :func:`main` here,
 ``ron-kernel run`` and ``config check`` in :mod:`.run`, ``ron-kernel tail`` in :mod:`.tail`,
-the built-in demo services of ``ron-kernel run`` in :mod:`.demo`. Exit statuses come from
+``ron-kernel tasks`` in :mod:`.tasks`, ``ron-kernel status`` in :mod:`.status`,
+``ron-kernel ctl`` in :mod:`.ctl`, the built-in demo services of ``ron-kernel run`` in
+:mod:`.demo`. Exit statuses come from
 :mod:`ron_kernel._exitcodes`.
 
 The subcommands are imported lazily on purpose: ``ron-kernel run`` must reach ``/readyz`` 200
@@ -12,6 +15,7 @@ quickly, and ``ron-kernel --help`` should not pay for aiohttp or prometheus_clie
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -39,7 +43,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the parser of the whole command (subcommands run, config check, tail)."""
+    """Build the parser of the whole command (run, config check, tail, status, ctl)."""
     from ron_kernel.config import add_config_arguments
 
     parser = _Parser(prog="ron-kernel", description=__doc__.splitlines()[0])
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(run)
     run.add_argument("--app", metavar="MODULE:FACTORY",
                      help="a factory (sync or async) that receives the Kernel and adds your "
-                          "services; without it, built-in demo services run")
+                          "services (the module's APP_CONFIG, a pydantic model or dataclass, "
+                          "is the config of its [app] keys); without it, demo services run")
     run.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                      help="event loop: uvloop when installed (auto), or force one")
 
@@ -67,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "every value with its source. Exit 0 when valid, 1 with every problem "
                     "listed when not.")
     add_config_arguments(check)
+    check.add_argument("--app", metavar="MODULE:FACTORY",
+                       help="also validate and explain the app keys (app.*) with the config "
+                            "model the module declares (APP_CONFIG)")
 
     tail = sub.add_parser("tail", help="follow a running kernel's events",
                           description="Follow BASE_URL/events and print one JSON line per "
@@ -75,7 +83,50 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the kernel's observability address (default: %(default)s)")
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
+
+    tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
+                           description="Print GET BASE_URL/debug/tasks as a table (the kernel "
+                                       "needs observability.debug_endpoints = true). Exit 0, "
+                                       "1 when unreachable or refused, 2 for a bad URL.")
+    tasks.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                       help="the kernel's observability address (default: %(default)s)")
+    tasks.add_argument("--stacks", action="store_true",
+                       help="print every frame of each task under its row")
+
+    status = sub.add_parser(
+        "status", help="print a running kernel's supervision tree as a table",
+        description="Print BASE_URL/status as a table: each child's state, restarts, "
+                    "readiness and last crash reason (rich when installed, else plain "
+                    "columns). Exit 0, 1 when the kernel cannot be reached, 2 for a bad URL.")
+    status.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                        help="the kernel's observability address (default: %(default)s)")
+    status.add_argument("--watch", action="store_true",
+                        help="refresh every second until Ctrl-C (then exit 0)")
+
+    ctl = sub.add_parser(
+        "ctl", help="release or restart a child, or reload the config, of a running kernel",
+        description="Call POST BASE_URL/control/... with the Bearer token read from "
+                    "$RONK_CONTROL_TOKEN (or --token-env). Exit 0 when done, 1 when refused "
+                    "(the kernel's reason is printed) or unreachable, 2 for usage errors.")
+    ctl_sub = ctl.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    ctl_sub.required = True
+    for action, text in (("release", "take a quarantined child out of quarantine"),
+                         ("restart", "stop a child and start it again now")):
+        one = ctl_sub.add_parser(action, help=text, description=text + ".")
+        one.add_argument("name", metavar="NAME",
+                         help="the child's name (a nested child as parent/child)")
+        _control_options(one)
+    _control_options(ctl_sub.add_parser("reload", help="reload the config now",
+                                        description="Reload the config now (as SIGHUP)."))
     return parser
+
+
+def _control_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
+                        help="the kernel's observability address (default: %(default)s)")
+    parser.add_argument("--token-env", default="RONK_CONTROL_TOKEN", metavar="NAME",
+                        help="the environment variable holding the token (default: "
+                             "%(default)s); never pass the token itself on the command line")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .run import config_check
 
         return config_check(args)
+    if args.command == "tasks":
+        from .tasks import tasks as print_tasks
+
+        return print_tasks(args.url, out=sys.stdout, err=sys.stderr, stacks=args.stacks)
+    if args.command == "status":
+        from .status import status_command
+
+        return status_command(args.url, watch=args.watch, out=sys.stdout, err=sys.stderr)
+    if args.command == "ctl":
+        from .ctl import ctl_command
+
+        return ctl_command(args.action, getattr(args, "name", None), args.url,
+                           token_env=args.token_env, out=sys.stdout, err=sys.stderr)
     # argparse allows only the choices above, so this is `tail`
     import asyncio
 

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +28,7 @@ async def heartbeat(ctx: ChildContext) -> None:
     log = get_logger("demo.heartbeat")
     ctx.ready(True)
     beats = 0
-    while not ctx.shutdown.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ctx.shutdown.wait(), timeout=1.0)
+    while await ctx.sleep(1.0):  # False at shutdown: the loop ends at once
         beats += 1
         if beats % 10 == 0:
             log.info("heartbeat", beats=beats)
@@ -42,7 +38,6 @@ async def heartbeat(ctx: ChildContext) -> None:
 async def bus_consumer(ctx: ChildContext) -> None:
     """Log every kernel event; stop at Shutdown (or when the bus closes)."""
     log = get_logger("demo.consumer")
-    assert ctx.bus is not None, "the demo consumer needs the kernel bus"
     with ctx.bus.subscribe() as rx:
         ctx.ready(True)
         while True:
@@ -62,10 +57,8 @@ async def flaky_worker(ctx: ChildContext) -> None:
     """Work for a few seconds, then crash: the supervisor restarts it with backoff."""
     ctx.ready(True)
     lifetime = random.uniform(1.5, 6.0)
-    try:
-        await asyncio.wait_for(ctx.shutdown.wait(), timeout=lifetime)
-    except TimeoutError:
-        raise RuntimeError(f"demo crash after {lifetime:.1f}s of work") from None
+    if await ctx.sleep(lifetime):  # shutdown first: a clean return
+        raise RuntimeError(f"demo crash after {lifetime:.1f}s of work")
 
 
 def demo_operator(kernel: Kernel) -> Any:
@@ -74,24 +67,16 @@ def demo_operator(kernel: Kernel) -> Any:
     async def operator(ctx: ChildContext) -> None:
         log = get_logger("demo.operator")
         ctx.ready(True)
-        while not ctx.shutdown.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctx.shutdown.wait(), timeout=1.0)
+        while await ctx.sleep(1.0):
             info = kernel.supervisor.snapshot().get("flaky-worker")
             if info and info["state"] == "quarantined":
-                await _sleep_or_stop(ctx, RELEASE_AFTER)
-                if ctx.shutdown.is_set():
+                if not await ctx.sleep(RELEASE_AFTER):
                     return
                 log.warning("operator_release", service="flaky-worker",
                             reason="demo operator releases the quarantined worker")
                 kernel.supervisor.release("flaky-worker")
 
     return operator
-
-
-async def _sleep_or_stop(ctx: ChildContext, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(ctx.shutdown.wait(), timeout=seconds)
 
 
 def install_demo(kernel: Kernel) -> None:

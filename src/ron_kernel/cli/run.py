@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from .._app_config import check_model
 from .._appspec import load_app as load_app
 from .._config import Config
 from .._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -31,6 +33,39 @@ def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
+APP_CONFIG_NAME = "APP_CONFIG"
+"""The module attribute that declares an ``--app`` factory's config model."""
+
+
+def app_config_model(spec: str) -> type[Any] | None:
+    """The app config model an ``--app MODULE:FACTORY`` declares, or ``None``.
+
+    It is the module's ``APP_CONFIG`` (a pydantic v2 model class or a dataclass): its values
+    come from ``[app]``, ``RONK_APP__*`` and ``--set app.*``, and the factory's kernel is a
+    ``Kernel[APP_CONFIG]``. Call after :func:`load_app` (the module is then imported);
+    ``ValueError`` naming the module when the attribute is not a model.
+    """
+    module_name = spec.partition(":")[0]
+    module = importlib.import_module(module_name)
+    model = getattr(module, APP_CONFIG_NAME, None)
+    if model is None:
+        return None
+    try:
+        check_model(model)
+    except TypeError as exc:
+        raise ValueError(f"--app {spec!r}: {module_name}.{APP_CONFIG_NAME}: {exc}") from None
+    found: type[Any] = model
+    return found
+
+
+def _load(spec: str | None) -> tuple[Callable[..., Any] | None, type[Any] | None]:
+    """``--app`` as (factory, app config model); ``ValueError`` for a usage error."""
+    if not spec:
+        return None, None
+    factory = load_app(spec)
+    return factory, app_config_model(spec)
+
+
 DEMO_APP = "ron_kernel.cli.demo:install_demo"
 """What worker processes run when ``--workers N`` is given without ``--app``."""
 
@@ -38,13 +73,13 @@ WORKER_POOL = "worker"
 """The pool name of ``--workers N``: its children are ``worker/0`` .. ``worker/N-1``."""
 
 
-async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None,
-                 spec: str | None = None) -> int:
+async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] | None,
+                 model: type[Any] | None, spec: str | None = None) -> int:
     # Imported here, not at the top: `ron-kernel config check` shares this module and should not
     # pay for the kernel's HTTP stack (aiohttp) just to print a config.
     from ..kernel import Kernel
 
-    kernel = Kernel(config, argv=argv)
+    kernel = Kernel(config, argv=argv, app_config=model)
     if config.workers.count > 0:
         # the app runs in the worker processes, each under its own kernel; this one supervises
         kernel.supervise_workers(WORKER_POOL, app=spec or DEMO_APP,
@@ -80,22 +115,20 @@ async def _serve(config: Config, argv: list[str], app: Callable[..., Any] | None
 def run_command(args: argparse.Namespace) -> int:
     """Run the kernel until Ctrl-C; exit 1 (every problem listed) on an invalid config."""
     # --app first: a usage error is one line on stderr, before any config log line.
-    app = None
-    if args.app:
-        try:
-            app = load_app(args.app)
-        except ValueError as exc:
-            print(f"ron-kernel: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    try:
+        app, model = _load(args.app)
+    except ValueError as exc:
+        print(f"ron-kernel: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     argv = config_argv(args)
     try:
-        config = Config.load(argv=argv)
+        config = Config.load(argv=argv, app=model)
     except ConfigError as exc:
         print(f"ron-kernel: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-            return runner.run(_serve(config, argv, app, args.app))
+            return runner.run(_serve(config, argv, app, model, args.app))
     except OSError as exc:
         print(f"ron-kernel: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -106,10 +139,19 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def config_check(args: argparse.Namespace) -> int:
-    """Print the effective config with the source of every value; 1 with the problems if bad."""
+    """Print the effective config with the source of every value; 1 with the problems if bad.
+
+    With ``--app MODULE:FACTORY`` the app keys (``app.*``) are validated by the model the
+    module declares (``APP_CONFIG``) and listed with their sources too.
+    """
+    try:
+        _, model = _load(getattr(args, "app", None))
+    except ValueError as exc:
+        print(f"config check: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     argv = config_argv(args)
     try:
-        rows = explain(argv=argv)  # validates exactly as Config.load does
+        rows = explain(argv=argv, app=model)  # validates exactly as Config.load does
     except ConfigError as exc:
         print(f"config check: {exc}", file=sys.stderr)
         return EXIT_FAILURE
