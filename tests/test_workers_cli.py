@@ -6,6 +6,7 @@ loopback HTTP, real signals; every process a test starts is stopped by it.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import urllib.request
@@ -101,3 +102,36 @@ def test_config_check_lists_the_worker_keys_with_their_sources(cwd):
     assert rows["workers.count"].split()[1] == "4" and "# cli:--workers" in rows["workers.count"]
     assert "# env:RONK_WORKERS_HEARTBEAT_TIMEOUT" in rows["workers.heartbeat_timeout"]
     assert "# cli:--workers-min-ready" in rows["workers.min_ready"]
+
+
+def test_the_example_blob_store_serves_one_port_from_two_workers(cwd, procs):
+    env = _env(PYTHONPATH=str(TESTS.parent))
+    data = cwd / "blobs"
+    kernel = Proc(cwd, ["run", "--app", "examples.blobstore:build", "--workers", "2",
+                        "--set", f"app.data_dir={data}", "--set", "app.listen=127.0.0.1:0",
+                        *OBS], env=env)
+    procs.append(kernel)
+    base = kernel.base_url()
+    kernel.wait_until("both workers ready", lambda: _json(base + "/status")["workers"]
+                      ["worker"]["ready"] == 2, timeout=60)
+    state = _json(base + "/status")
+    addr = state["listen"]["blobstore-http"]
+    body = b"one port, two workers"
+    put = urllib.request.Request(f"http://{addr}/o", data=body, method="PUT")
+    with urllib.request.urlopen(put, timeout=10) as resp:
+        assert resp.status == 201
+        blob = json.loads(resp.read())["id"]
+
+    def gets_by_worker() -> dict[str, float]:
+        text = _http(base + "/metrics")[1].decode()
+        return {w: _metric(text, "blobstore_request_seconds_count", op="get", code="200",
+                           worker=w) or 0.0 for w in ("0", "1")}
+
+    for _ in range(200):  # fresh connections: the kernel spreads them over both workers
+        with urllib.request.urlopen(f"http://{addr}/o/{blob}", timeout=10) as resp:
+            assert resp.read() == body  # any worker serves any id: the blobs are files
+        if all(gets_by_worker().values()):
+            break
+    assert all(gets_by_worker().values()), gets_by_worker()
+    kernel.signal(signal.SIGTERM)
+    assert kernel.wait(timeout=15) == 0
