@@ -8,12 +8,9 @@ from the repository root. The knobs come from the app config (:class:`RigKnobs`)
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import os
 import time
 from dataclasses import dataclass
 
-from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from ron_kernel import Config, KernelEvent
@@ -94,30 +91,6 @@ def series(kernel: Kernel[RigKnobs]) -> None:
         await ctx.shutdown.wait()
 
     kernel.supervise("idle", idle)
-
-
-def http(kernel: Kernel[RigKnobs]) -> None:
-    """An HTTP server on the kernel's socket ``web`` (bound by the rig): ``GET /h`` answers
-    the BLAKE2 digest of 1 KiB derived from the path (a little CPU per request)."""
-    kernel.listen("web", "127.0.0.1:0")
-    block = os.urandom(1024)
-
-    async def digest(request: web.Request) -> web.Response:
-        return web.Response(text=hashlib.blake2b(block + request.path_qs.encode()).hexdigest())
-
-    async def serve(ctx: Ctx) -> None:
-        app = web.Application()
-        app.router.add_get("/h", digest)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await runner.setup()
-        try:
-            await web.SockSite(runner, ctx.listen_socket("web")).start()
-            ctx.ready()
-            await ctx.shutdown.wait()
-        finally:
-            await runner.cleanup()
-
-    kernel.supervise("http", serve)
 
 
 def ok(kernel: Kernel[RigKnobs]) -> None:

@@ -16,8 +16,10 @@ Run from the repository root (worker processes import ``benchmarks._workers_app`
    app in this process (0 workers). Target: >= 50k events/s per worker without loss.
 4. ``scrape``: ``GET /metrics`` of the parent with 4 workers x 2k series, p50/p95, against
    the same app in this process (one set of 2k series). Target: p95 < 50 ms.
-5. ``http``: one port shared by 2 workers against the same app in this process (0 workers),
-   a keep-alive client in another process; requests/s and the client's CPU (% of one core).
+5. ``http``: the example blob store (``examples.blobstore``) on one port shared by 2 workers
+   against the same app in this process (0 workers); a keep-alive client in another process
+   GETs one 4 KiB blob (read and BLAKE3-verified per request); requests/s and the client's
+   CPU (% of one core).
 6. ``orphans``: the parent SIGKILLed; how long until both workers are gone, with Linux's
    parent-death signal and with the portable fallback (channel EOF + parent-pid watch).
 
@@ -35,6 +37,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,7 +47,10 @@ import aiohttp
 
 from benchmarks import _workers_app
 from benchmarks._common import machine_info, percentiles
+from examples.blobstore import APP_CONFIG as BLOBSTORE_CONFIG
+from examples.blobstore.service import LISTEN_SOCKET as BLOBSTORE_SOCKET
 from ron_kernel import Config, KernelEvent
+from ron_kernel._appspec import load_app
 from ron_kernel.errors import Closed, Lagged
 from ron_kernel.kernel import Kernel
 from ron_kernel.logging import configure_logging
@@ -78,12 +84,15 @@ async def _until(check: Callable[[], bool], within: float = START) -> None:
 
 async def _run(workers: int, app: str, kernel: Kernel[Any],
                body: Callable[[Kernel[Any]], Awaitable[Any]]) -> Any:
-    """Start ``app`` in ``workers`` processes (0: in this process), run ``body``, stop."""
-    factory = getattr(_workers_app, app)
+    """Start ``app`` in ``workers`` processes (0: in this process), run ``body``, stop.
+
+    ``app`` is a factory of ``benchmarks._workers_app`` or a full ``module:factory`` spec.
+    """
+    spec = app if ":" in app else f"{APP}:{app}"
     if workers:
-        kernel.supervise_workers("w", app=f"{APP}:{app}", count=workers)
+        kernel.supervise_workers("w", app=spec, count=workers)
     else:
-        factory(kernel)
+        load_app(spec)(kernel)
     await kernel.start()
     try:
         if workers:
@@ -244,48 +253,65 @@ async def scrape_latency(workers: int, series: int, scrapes: int) -> dict[str, A
 CLIENT = r'''
 import asyncio, json, resource, sys, time
 
-async def conn(host, port, stop, counts):
+async def conn(host, port, path, stop, counts, errors):
     reader, writer = await asyncio.open_connection(host, port)
+    request = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     n = 0
     while time.monotonic() < stop:
-        writer.write(b"GET /h?%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         length = 0
         for line in head.split(b"\r\n"):
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
         await reader.readexactly(length)
+        if not head.startswith(b"HTTP/1.1 200"):
+            errors.append(head.split(b"\r\n", 1)[0])
         n += 1
     counts.append(n)
     writer.close()
 
-async def main(host, port, seconds, conns):
-    counts = []
+async def main(host, port, path, seconds, conns):
+    counts, errors = [], []
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-    await asyncio.gather(*(conn(host, port, t0 + seconds, counts) for _ in range(conns)))
+    await asyncio.gather(*(conn(host, port, path, t0 + seconds, counts, errors)
+                           for _ in range(conns)))
     r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    print(json.dumps({"requests": sum(counts), "wall_s": wall, "cpu_s": cpu}))
+    print(json.dumps({"requests": sum(counts), "wall_s": wall, "cpu_s": cpu,
+                      "errors": len(errors)}))
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]),
+                 int(sys.argv[5])))
 '''
 
 
 async def http_rate(workers: int, seconds: float, conns: int) -> dict[str, Any]:
-    """Requests/s on the shared port, from a client process, and that client's CPU."""
+    """The example blob store: GET of one 4 KiB blob (read and BLAKE3-verified per request)
+    on its one port, from a keep-alive client in another process; requests/s and the
+    client's CPU (% of one core)."""
+    with tempfile.TemporaryDirectory(prefix="rig-blobs-") as data:
+        argv = ["--log-level", "warn", "--set", f"app.data_dir={data}",
+                "--set", "app.listen=127.0.0.1:0"]
+        config = Config.load(argv=argv, env={}, app=BLOBSTORE_CONFIG)
+        kernel = Kernel(config, app_config=BLOBSTORE_CONFIG, env={}, argv=argv,
+                        watch_config=False, handle_sighup=False)
 
-    async def body(kernel: Kernel[Any]) -> dict[str, Any]:
-        host, port = kernel.listeners.get("web").getsockname()[:2]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CLIENT, host, str(port), str(seconds), str(conns),
-            stdout=subprocess.PIPE)
-        out, _ = await proc.communicate()
-        done = json.loads(out)
-        return {"requests_per_s": round(done["requests"] / done["wall_s"], 1),
-                "client_cpu_pct_of_a_core": round(100 * done["cpu_s"] / done["wall_s"], 1),
-                "load_avg_1m": round(os.getloadavg()[0], 2)}
+        async def body(kernel: Kernel[Any]) -> dict[str, Any]:
+            host, port = kernel.listeners.get(BLOBSTORE_SOCKET).getsockname()[:2]
+            async with aiohttp.ClientSession() as session, \
+                    session.put(f"http://{host}:{port}/o", data=os.urandom(4096)) as resp:
+                blob = (await resp.json())["id"]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", CLIENT, host, str(port), f"/o/{blob}", str(seconds),
+                str(conns), stdout=subprocess.PIPE)
+            out, _ = await proc.communicate()
+            done = json.loads(out)
+            return {"requests_per_s": round(done["requests"] / done["wall_s"], 1),
+                    "client_cpu_pct_of_a_core": round(100 * done["cpu_s"] / done["wall_s"], 1),
+                    "errors": done["errors"], "load_avg_1m": round(os.getloadavg()[0], 2)}
 
-    return dict(await _run(workers, "http", _kernel(), body))
+        return dict(await _run(workers, "examples.blobstore:build", kernel, body))
 
 
 # ----------------------------------------------------------------------------- 6. orphans
