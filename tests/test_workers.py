@@ -134,6 +134,21 @@ async def test_a_sigkilled_worker_is_a_crash_with_its_signal_and_is_restarted(st
     await until(kernel.health.all_ready)
 
 
+async def test_an_operator_restart_drains_one_worker_and_starts_a_new_process(started):
+    kernel = _kernel()
+    rx = kernel.bus.subscribe()
+    await _start(started, kernel, "workers_apps:ok")
+    await until(lambda: kernel.status()["workers"]["w"]["ready"] == 2)
+    before = workers(kernel)
+    await kernel.supervisor.restart("w/0")  # what POST /control/restart/w/0 does
+    await until(lambda: workers(kernel)["0"]["state"] == "up"
+                and workers(kernel)["0"]["pid"] != before["0"]["pid"])
+    assert workers(kernel)["1"]["pid"] == before["1"]["pid"]  # the other one kept serving
+    assert not alive(before["0"]["pid"])
+    assert not [e for e in rx.try_recv_many() if isinstance(e, KernelEvent.ServiceCrashed)]
+    assert kernel.metrics.counters.worker_kills_total.total() == 0  # it drained in time
+
+
 async def test_an_exit_status_is_the_reason_and_the_cap_quarantines_the_worker(started):
     kernel = _kernel("--sup-restart-cap", "1")
     rx = kernel.bus.subscribe()
