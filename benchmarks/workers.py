@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
 import os
@@ -94,6 +95,8 @@ async def _run(workers: int, app: str, kernel: Kernel[Any],
     else:
         load_app(spec)(kernel)
     await kernel.start()
+    gc.collect()
+    gc.freeze()  # as `ron-kernel run` does after start (the workers do it too)
     try:
         if workers:
             await _until(lambda: kernel.status()["workers"]["w"]["ready"] == workers)

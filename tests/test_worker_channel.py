@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Any
 
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    Info,
+    Summary,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from ron_kernel._channel import MAX_FRAME, FrameDecoder, ProtocolError, SyncChannel, encode
-from ron_kernel._exposition import add_labels, family_names, merge, split_families
+from ron_kernel._exposition import (
+    TextWriter,
+    add_labels,
+    family_names,
+    merge,
+    split_families,
+)
 
 MESSAGES = st.lists(st.dictionaries(
     st.text(min_size=1, max_size=8), st.one_of(st.integers(-10**9, 10**9), st.text(max_size=20),
@@ -163,3 +181,44 @@ def test_merge_keeps_every_sample_and_yields_a_parsable_page(texts):
 def test_encoded_frames_are_orjson():
     frame = encode({"t": "ping", "n": 1})
     assert orjson.loads(frame[4:]) == {"t": "ping", "n": 1}
+
+
+def _registry_with_every_kind() -> Any:
+    registry = CollectorRegistry(auto_describe=False)
+    gauge = Gauge("many", "Many series", ["n"], registry=registry)
+    for n in range(50):
+        gauge.labels(n=str(n)).set(n / 3)
+    counter = Counter("reqs", 'Requests with \\ and\nnewline', ["path", "code"],
+                      registry=registry)
+    counter.labels(path='a"b\\c\nd', code="200").inc(2.5)
+    Histogram("lat_seconds", "Latency", registry=registry).observe(0.3)
+    Summary("size_bytes", "Sizes", registry=registry).observe(3)
+    Info("build", "Build", registry=registry).info({"version": "1.2"})
+    Enum("state", "State", states=["up", "down"], registry=registry)
+    Gauge("plain", "No labels", registry=registry).set(float("inf"))
+
+    class Custom:
+        def collect(self) -> list[Any]:
+            family = GaugeMetricFamily("stamped", "With a timestamp", labels=["k"])
+            family.add_metric(["v"], 1.0, timestamp=1700000000.5)
+            odd = GaugeMetricFamily("odd.name", "Not a classic name", labels=["odd-label"])
+            odd.add_metric(["x"], 2.0)
+            return [family, odd]
+
+    registry.register(Custom())  # type: ignore[arg-type]
+    return registry
+
+
+def test_the_text_writer_writes_exactly_what_generate_latest_writes():
+    registry = _registry_with_every_kind()
+    writer = TextWriter()
+    for _ in range(2):  # the second render comes from the caches
+        assert writer.render(registry.collect()) == generate_latest(registry).decode()
+
+
+def test_the_text_writer_adds_its_labels_to_every_series_and_the_page_parses():
+    text = TextWriter({"pool": "w", "worker": "3"}).render(_registry_with_every_kind().collect())
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    assert samples and all(s.labels["pool"] == "w" and s.labels["worker"] == "3"
+                           for s in samples)
+    assert 'reqs_total{code="200",path="a\\"b\\\\c\\nd",pool="w",worker="3"} 2.5' in text

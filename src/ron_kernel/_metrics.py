@@ -195,6 +195,9 @@ class Metrics:
 
     def render_kernel_text(self) -> str:
         """The kernel series in text format 0.0.4, byte-identical to generate_latest's output."""
+        flavor = _running_flavor()
+        if flavor is not None:
+            self._runtime_flavor = flavor
         collector = self._collector
         out: list[str] = []
         prefixes = self._prefixes
@@ -227,6 +230,15 @@ class Metrics:
         _skip_kernel.active = True
         try:
             return generate_latest(self.registry)
+        finally:
+            _skip_kernel.active = False
+
+    def collect_others(self) -> list[Metric]:
+        """The families of every collector of ``registry`` except the kernel's (what
+        :meth:`render_others` renders), for a writer of one's own (a worker process's)."""
+        _skip_kernel.active = True
+        try:
+            return list(self.registry.collect())
         finally:
             _skip_kernel.active = False
 
