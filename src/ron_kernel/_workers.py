@@ -341,8 +341,7 @@ class WorkerSlot:
                     task.cancel()
             self._forget(link)
             link.close()
-            if process.poll() is None:
-                process.kill()
+            self._kill(process, "cancelled")  # only if still running: our task was cancelled
             if not exited.done():
                 _reapers.add(exited)
                 exited.add_done_callback(_reapers.discard)
