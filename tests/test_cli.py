@@ -71,3 +71,4 @@ def test_exit_statuses_are_defined_once_and_the_cli_uses_them():
             if isinstance(node, ast.Return) and isinstance(node.value, ast.Constant):
                 assert type(node.value.value) is not int, \
                     f"{path.name}:{node.lineno}: return an EXIT_* constant, not a number"
+

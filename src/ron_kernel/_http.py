@@ -188,9 +188,9 @@ def build_app(metrics: Exporter, *, extra_routes: Sequence[tuple[str, str, Handl
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         with kernel_span("metrics", "scrape"):
             if content_type.startswith("text/plain") or metrics.has_scrape_sources:
-                # Kernel series: the direct writer, ~1-2 ms at 2,000 series, on the loop (it
-                # reads loop-owned dicts). Other collectors: prometheus_client in a thread.
-                # Worker processes' series are merged in by family (text format only).
+                # Kernel series: the direct writer, on the loop (it reads loop-owned dicts; its
+                # time is in docs/PERFORMANCE.md, Targets). Other collectors: prometheus_client
+                # in a thread. Worker processes' series are merged in by family (text only).
                 body = await metrics.scrape_text()
                 content_type = TEXT_FORMAT
             else:

@@ -22,6 +22,8 @@ from ._config_cell import ConfigCell
 from ._control import control_routes
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
+from ._federation import Federation
+from ._fleet import Fleet
 from ._health import HealthState
 from ._kernel_http import debug_tasks_handler, events_handler, status_handler
 from ._listen import ListenSockets
@@ -33,6 +35,7 @@ from ._snapshot import model_spec
 from ._supervisor import Supervisor
 from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
+from ._ui import ui_routes
 from ._workers import WorkerPool
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
@@ -57,7 +60,7 @@ class Kernel(Generic[M]):
     :class:`~ron_kernel.HealthState` (which requires ``config`` and ``bus_attached``), the root
     :class:`~ron_kernel.supervisor.Supervisor`, the logging setup and, when
     ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
-    ``/readyz``, ``/status``, ``/events``).
+    ``/readyz``, ``/status``, ``/events``, the status page ``/ui``).
 
     With ``config=None`` the config is loaded from ``path``/``env``/``argv`` exactly like
     :meth:`Config.load`; reloads recompute it from the same sources. Pass a ``Config`` to use it
@@ -79,6 +82,9 @@ class Kernel(Generic[M]):
     """``(host, port)`` actually bound, once the HTTP server is up."""
     listeners: ListenSockets
     """The named listening sockets (:meth:`listen`), shared with children and workers."""
+    fleet: Fleet
+    """The other kernels' events (``federation.nats_url``): ``fleet.subscribe()`` gives
+    ``(node, KernelEvent)`` pairs. Kept apart from :attr:`bus`; empty without federation."""
 
     def __init__(self, config: Config[M] | None = None, *,
                  app_config: type[M] | None = None,
@@ -110,6 +116,13 @@ class Kernel(Generic[M]):
             config=self.config_cell.get, config_changes=self.config_cell.changes,
             request_shutdown=self.request_shutdown,
             listen_socket=lambda name: self.listeners.dup(name))
+        fed = config.federation
+        self.fleet = Fleet(own_node=fed.node, prefix=fed.prefix, capacity=config.bus.capacity,
+                           counters=self.metrics.counters)
+        # composed only when configured: without a URL nothing of NATS is loaded or started
+        self._federation: Federation | None = (
+            Federation(fed, bus=self.bus, fleet=self.fleet, counters=self.metrics.counters)
+            if fed.nats_url else None)
         self._loop_health = LoopHealth(
             self.metrics.counters,
             threshold=config.observability.loop_block_threshold.total_seconds(),
@@ -238,14 +251,17 @@ class Kernel(Generic[M]):
         host, port = self.http_addr
         base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         return {name: f"{base}/{name}" for name in
-                ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
+                ("metrics", "healthz", "readyz", "status", "events", "ui")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
-        children, bus statistics, loop health.
+        children, bus statistics, mailboxes, loop health, federation (URL redacted) and the
+        fleet's nodes.
 
         ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
         last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        ``mailboxes`` lists name, depth and capacity of the mailboxes counted by the kernel's
+        metrics.
         """
         cfg = self.config
         now = time.monotonic()
@@ -257,6 +273,11 @@ class Kernel(Generic[M]):
             "readiness": dict(self.health.snapshot()),
             "supervisor": self.supervisor.snapshot(),
             "bus": self.bus.stats().as_dict(),
+            "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
+                          for m in self.metrics.counters.mailboxes()],
+            "federation": (self._federation.status() if self._federation is not None
+                           else {"enabled": False}),
+            "fleet": self.fleet.status(),
             "loop": (self._loop_health.snapshot() if self._loop_health is not None
                      else {"enabled": False}),
             "listen": self.listeners.status(),
@@ -292,6 +313,9 @@ class Kernel(Generic[M]):
         if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
+            if self._federation is not None:
+                # before the children start: their first Health events are federated too
+                await self._federation.start()
             await self.supervisor.start()
             if cfg.observability.expose_http and self._serve_http:
                 routes = [("GET", "/status", status_handler(self.status)),
@@ -305,6 +329,7 @@ class Kernel(Generic[M]):
                     token=lambda: self.config.observability.control_token,
                     supervisor=self.supervisor, reloader=self.config_cell,
                     counters=self.metrics.counters)
+                routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
@@ -349,7 +374,8 @@ class Kernel(Generic[M]):
         Order: readiness turns 503 (``shutting_down``), ``KernelEvent.Shutdown`` is published
         (every subscriber receives it), the supervisor drains within ``deadline`` (default
         ``shutdown.drain_deadline``) plus its short abandon grace, reload triggers stop, the bus
-        closes (``/events`` streams send what is left and end), and the HTTP server stops last.
+        closes (``/events`` streams send what is left and end), federation sends its last
+        events and closes its connection (bounded), and the HTTP server stops last.
         Always returns; idempotent and safe to call concurrently. Called from a supervised
         child (or a task it started) it cannot wait for the drain that waits for that child:
         it requests the shutdown (:meth:`request_shutdown`) and returns at once.
@@ -384,6 +410,11 @@ class Kernel(Generic[M]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.bus.close()
+        if self._federation is not None:
+            # after the bus closed: the pump drains every last event (Shutdown too), the
+            # sender hands them over and the connection is flushed, within FLUSH_GRACE
+            await self._federation.stop()
+        self.fleet.close()
         if self._streams:
             # Give /events clients a moment to receive Shutdown and the end of the stream.
             await asyncio.wait(set(self._streams), timeout=STREAM_FLUSH_GRACE)

@@ -98,10 +98,10 @@ class Metrics:
     def render(self) -> bytes:
         """Return the Prometheus text exposition (format 0.0.4) of everything registered.
 
-        Synchronous. The kernel's own series are written by a direct text writer (about 1 ms at
-        2,000 series, cached label strings); other collectors on ``registry`` (process metrics,
-        your own) go through ``prometheus_client``. ``/metrics`` runs that second part in a
-        worker thread.
+        Synchronous. The kernel's own series are written by a direct text writer (cached label
+        strings; its time at 2,000 series is in docs/PERFORMANCE.md, Targets); other collectors
+        on ``registry`` (process metrics, your own) go through ``prometheus_client``.
+        ``/metrics`` runs that second part in a worker thread.
         """
         flavor = _running_flavor()
         if flavor is not None:

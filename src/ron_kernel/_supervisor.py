@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import socket
 import sys
@@ -20,10 +21,12 @@ from ._supervisor_child import (
     ChildFn,
     ChildInfo,
     ChildRecord,
+    NotAwaitableChild,
     Pending,
     crash_reason,
+    format_traceback,
     is_fatal,
-    run_child,
+    set_current_child,
     trimmed_traceback,
 )
 from ._supervisor_policy import (
@@ -462,7 +465,7 @@ class Supervisor:
         """Per child: state, restarts, restarts in the window, last reason/traceback, uptime...
 
         A plain, JSON-serialisable dict (see :class:`ChildInfo`), in the order children were
-        added.
+        added; a nested supervisor's entry carries its own snapshot under ``children``.
         """
         now = self._now()
         wall_offset = time.time() - now
@@ -489,6 +492,9 @@ class Supervisor:
                                                                           "probing")
                                         and child.cooldown else None),
             }
+            if isinstance(child.fn, Supervisor):
+                out[child.name]["strategy"] = child.fn.strategy
+                out[child.name]["children"] = child.fn.snapshot()
         return out
 
     def __repr__(self) -> str:
@@ -562,8 +568,16 @@ class Supervisor:
     async def _run(self, child: ChildRecord, ctx: ChildContext[Any]) -> None:
         if not child.probing:
             child.state = "running"
+        set_current_child(ctx.name)  # this task's own context: set once, never reset
         try:
-            await run_child(child.fn, ctx)
+            # Called and awaited here, in this one frame: every frame of a crash's traceback
+            # costs its formatting (Python 3.11 compiles the line for its caret marks).
+            result = child.fn(ctx)
+            if not inspect.isawaitable(result):
+                raise NotAwaitableChild(
+                    f"child {ctx.name!r} returned {type(result).__name__}, not an awaitable: "
+                    "make it `async def` (or a callable returning a coroutine)")
+            await result
         except (SystemExit, KeyboardInterrupt) as exc:
             # A child cannot end the process: it is a crash of that child (docs/DECISIONS.md).
             raise ChildExit(exc) from exc
@@ -599,7 +613,8 @@ class Supervisor:
             return
         reason = crash_reason(exc)
         child.last_reason = reason
-        child.last_traceback = trimmed_traceback(exc) if exc is not None else None
+        text = format_traceback(exc) if exc is not None else None
+        child.last_traceback = trimmed_traceback(exc, text) if exc is not None else None
         # 1. The decision, in plain code that touches no observer.
         quarantine_reason: str | None = None
         delay: float | None = None
@@ -635,16 +650,16 @@ class Supervisor:
             self._observe("bus", self._bus.publish,
                           KernelEvent.ServiceCrashed(service=name, reason=reason))
         if quarantine_reason is not None:
-            self._report_quarantine(child, quarantine_reason, exc)
+            self._report_quarantine(child, quarantine_reason, text)
         elif delay is None:
             self._observe("log", _log.error, "service_crashed", child=name,
                           supervisor=self.name, reason=reason, restart="temporary",
-                          restarts=child.restarts, exc_info=exc)
+                          restarts=child.restarts, exception=text)
         else:
             self._observe("log", _log.error, "service_crashed", child=name,
                           supervisor=self.name, reason=reason, restarts=child.restarts,
                           restarts_in_window=child.window.count(now),
-                          backoff_ms=round(delay * 1e3, 3), exc_info=exc)
+                          backoff_ms=round(delay * 1e3, 3), exception=text)
 
     def _enter_quarantine(self, child: ChildRecord) -> None:
         child.state = "quarantined"
@@ -702,8 +717,7 @@ class Supervisor:
         if self._counters is not None:
             self._counters.supervisor_quarantine_probes_total.inc(name, outcome)
 
-    def _report_quarantine(self, child: ChildRecord, reason: str,
-                           exc: BaseException | None) -> None:
+    def _report_quarantine(self, child: ChildRecord, reason: str, text: str | None) -> None:
         health = self._health
         # One Health(ok=False) per quarantine: when the crash already turned this child's
         # readiness false through a HealthState publishing on the same bus, that was it.
@@ -714,7 +728,7 @@ class Supervisor:
         self._observe("log", _log.error, "service_quarantined", child=child.name,
                       supervisor=self.name, reason=reason, restarts=child.restarts,
                       restart_cap=self._restart_cap, restart_window_s=self._restart_window,
-                      exc_info=exc)
+                      exception=text)
 
     def _observe(self, observer: str, report: Callable[..., object], *args: Any,
                  **fields: Any) -> None:

@@ -9,7 +9,7 @@ import inspect
 import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypedDict
+from typing import TYPE_CHECKING, Any, Generic, NotRequired, TypedDict
 
 from typing_extensions import TypeVar
 
@@ -253,7 +253,8 @@ class ChildInfo(TypedDict):
     ``next_probe_at`` are wall-clock Unix times (``None`` unless a restart, or a quarantine
     probe, is scheduled); ``last_traceback`` keeps the last 20 lines / 4 KB; ``depends_on``
     lists the siblings it starts after; ``quarantine_cooldown`` is the current cool-down in
-    seconds while quarantined with probes on.
+    seconds while quarantined with probes on. A child that is itself a supervisor also has
+    ``strategy`` and ``children`` (its own snapshot), so the whole tree is one value.
     """
 
     name: str
@@ -269,6 +270,8 @@ class ChildInfo(TypedDict):
     depends_on: list[str]
     next_probe_at: float | None
     quarantine_cooldown: float | None
+    strategy: NotRequired[str]
+    children: NotRequired[dict[str, ChildInfo]]
 
 
 ChildFn = Callable[[ChildContext[Any]], Awaitable[None]]
@@ -278,43 +281,36 @@ class NotAwaitableChild(TypeError):
     """A child callable returned something that cannot be awaited (a plain ``def``?)."""
 
 
-async def run_child(fn: Callable[[ChildContext[Any]], Awaitable[None]],
-                    ctx: ChildContext[Any]) -> None:
-    """Call ``fn(ctx)`` and await what it returns.
+def format_traceback(exc: BaseException) -> str:
+    """``exc``'s whole formatted traceback, always encodable; never raises.
 
-    ``async def`` functions, lambdas and partials returning a coroutine, and objects with an
-    async ``__call__`` all work. A result that is not awaitable raises
-    :class:`NotAwaitableChild` (the supervisor quarantines the child at once: it cannot get
-    better by restarting).
+    Formatted once per crash: the log line carries it whole (capped by the logger) and
+    ``/status`` keeps its tail (:func:`trimmed_traceback`).
     """
-    _current_child.set(ctx.name)  # this task's own context: set once, never reset
-    result = fn(ctx)
-    if not inspect.isawaitable(result):
-        raise NotAwaitableChild(
-            f"child {ctx.name!r} returned {type(result).__name__}, not an awaitable: make it "
-            "`async def` (or a callable returning a coroutine)")
-    await result
-
-
-def trimmed_traceback(exc: BaseException) -> str:
-    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB, always encodable.
-
-    A :class:`ChildFailure` that carries the text of where it really failed (a worker
-    process's own traceback) gives that text instead.
-    """
-    if isinstance(exc, ChildFailure) and exc.detail is not None:
-        lines = exc.detail.splitlines()
-        return printable("\n".join(lines[-TRACEBACK_LINES:])[-TRACEBACK_CHARS:])
+    if isinstance(exc, ChildFailure):
+        # where it really failed (a worker process's own traceback), or just how it ended:
+        # the frames of the parent's relay would say nothing about it
+        return printable((exc.detail or exc.reason).rstrip("\n"))
     try:
-        lines = "".join(traceback.format_exception(exc)).splitlines()
-    except Exception:
+        return printable("".join(traceback.format_exception(exc)).rstrip("\n"))
+    except Exception:  # a traceback that cannot be formatted is no reason to stop supervising
         return f"<traceback of {type(exc).__name__} could not be formatted>"
-    text = "\n".join(lines[-TRACEBACK_LINES:])
-    return printable(text[-TRACEBACK_CHARS:])
+
+
+def trimmed_traceback(exc: BaseException, text: str | None = None) -> str:
+    """The tail of ``exc``'s formatted traceback (or of ``text``): at most 20 lines and 4 KB."""
+    full = format_traceback(exc) if text is None else text
+    tail = "\n".join(full.splitlines()[-TRACEBACK_LINES:])
+    return tail[-TRACEBACK_CHARS:]
 
 
 _current_child: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ron_kernel_current_child", default=None)
+
+
+def set_current_child(name: str) -> None:
+    """Mark the running task (and the tasks it starts) as belonging to child ``name``."""
+    _current_child.set(name)
 
 
 def current_child() -> str | None:
@@ -326,8 +322,9 @@ class ChildFailure(Exception):
     """A child's crash with an exact reason, raised by the kernel's own children.
 
     ``crash_reason`` reports ``reason`` as it is (``"exit: signal 9 (SIGKILL)"``,
-    ``"heartbeat timeout"``) instead of ``"panic: <type>: <message>"``; ``detail`` is what
-    ``/status`` shows as the traceback (a worker process's own, when it sent one).
+    ``"heartbeat timeout"``) instead of ``"panic: <type>: <message>"``; ``detail`` is what the
+    crash log line and ``/status`` show as the traceback (a worker process's own, when it sent
+    one; else the reason).
     """
 
     def __init__(self, reason: str, detail: str | None = None) -> None:

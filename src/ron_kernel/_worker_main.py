@@ -180,8 +180,9 @@ def _fatal(channel: SyncChannel, reason: str, exc: BaseException) -> int:
 
 
 class _WorkerKernel(Kernel[Any]):
-    """The kernel of a worker process: no HTTP, no file watch, no SIGHUP of its own, and a
-    ``request_shutdown`` that asks the parent (the whole service drains, not one worker)."""
+    """The kernel of a worker process: no HTTP, no federation, no file watch, no SIGHUP of its
+    own, and a ``request_shutdown`` that asks the parent (the whole service drains, not one
+    worker)."""
 
     def __init__(self, worker: _Worker, config: Config[Any]) -> None:
         model = type(config.app) if config.app is not None else None
@@ -189,6 +190,7 @@ class _WorkerKernel(Kernel[Any]):
                          handle_sighup=False)
         self._worker = worker
         self._serve_http = False
+        self._federation = None  # the parent federates: the workers' events reach its bus
 
     def request_shutdown(self, reason: str = "") -> None:
         """Ask the parent kernel to drain (every worker with it); alone before the link is up."""

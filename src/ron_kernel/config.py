@@ -17,6 +17,7 @@ from ._config_cell import BusConfig as BusConfig
 from ._config_cell import ConfigCell as ConfigCell
 from ._config_cell import ConfigStatus as ConfigStatus
 from ._config_cell import ExplainedValue as ExplainedValue
+from ._config_cell import FederationConfig as FederationConfig
 from ._config_cell import LogConfig as LogConfig
 from ._config_cell import ObservabilityConfig as ObservabilityConfig
 from ._config_cell import PqConfig as PqConfig
@@ -37,6 +38,7 @@ __all__ = [
     "ConfigCell",
     "ConfigStatus",
     "ExplainedValue",
+    "FederationConfig",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",

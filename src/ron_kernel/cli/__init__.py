@@ -76,13 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also validate and explain the app keys (app.*) with the config "
                             "model the module declares (APP_CONFIG)")
 
-    tail = sub.add_parser("tail", help="follow a running kernel's events",
+    tail = sub.add_parser("tail", help="follow a running kernel's events (or a fleet's)",
                           description="Follow BASE_URL/events and print one JSON line per "
-                                      "event; exit 0 after a Shutdown event.")
+                                      "event; exit 0 after a Shutdown event. With --nats, "
+                                      "follow every kernel of a fleet instead (one JSON line "
+                                      "per event with its \"node\") until Ctrl-C, then "
+                                      "exit 0.")
     tail.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
                       help="the kernel's observability address (default: %(default)s)")
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
+    tail.add_argument("--nats", metavar="NATS_URL",
+                      help="follow the fleet on this NATS server (e.g. nats://127.0.0.1:4222; "
+                           "needs the nats extra)")
+    tail.add_argument("--node", metavar="GLOB", default=None,
+                      help="with --nats: only nodes whose name matches (e.g. 'web-*')")
+    tail.add_argument("--prefix", default="ron",
+                      help="with --nats: the fleet's subject prefix (default: %(default)s)")
 
     tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
                            description="Print GET BASE_URL/debug/tasks as a table (the kernel "
@@ -156,9 +166,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     # argparse allows only the choices above, so this is `tail`
     import asyncio
 
+    if args.nats is not None:
+        return _tail_nats(args)
+    if args.node is not None:
+        print("ron-kernel tail: error: --node needs --nats (see --help)", file=sys.stderr)
+        return EXIT_USAGE
     from .tail import tail
 
     try:
         return asyncio.run(tail(args.url, retry=not args.no_retry))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _tail_nats(args: argparse.Namespace) -> int:
+    """``tail --nats``: 2 on a bad URL or prefix, 1 without the extra, 0 after Ctrl-C."""
+    import asyncio
+
+    from .._config import NATS_EXTRA_HINT, check_nats_url, check_subject_token, nats_installed
+    from .._exitcodes import EXIT_FAILURE, EXIT_OK
+    from .._redact import redact_text
+
+    why = check_nats_url(args.nats.strip())
+    if why is not None:
+        print(f"ron-kernel tail: error: --nats {redact_text(args.nats)!r} is not a NATS URL: "
+              f"{why}; expected e.g. nats://127.0.0.1:4222", file=sys.stderr)
+        return EXIT_USAGE
+    why = check_subject_token(args.prefix)
+    if why is not None:
+        print(f"ron-kernel tail: error: --prefix {args.prefix!r}: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    if not nats_installed():
+        print(f"ron-kernel tail: error: --nats needs the nats extra ({NATS_EXTRA_HINT})",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    from .tail import tail_nats
+
+    try:
+        return asyncio.run(tail_nats(args.nats.strip(), node=args.node or "*",
+                                     prefix=args.prefix))
+    except KeyboardInterrupt:  # Ctrl-C before the handler was installed: still a clean stop
+        return EXIT_OK

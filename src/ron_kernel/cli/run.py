@@ -7,6 +7,7 @@ import asyncio
 import gc
 import importlib
 import inspect
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from .._app_config import check_model
 from .._appspec import load_app as load_app
 from .._config import Config
 from .._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .._signals import install_handlers
 from ..config import config_argv, explain
 from ..errors import ConfigError
 from .demo import install_demo
@@ -101,14 +103,23 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
     # of loop time here; after the freeze scrapes stay under the 10 ms loop-block target.
     gc.collect()
     gc.freeze()
-    urls = kernel.urls()
-    if urls:
-        print(f"ron-kernel: observability on {urls['base']}  "
-              f"(/metrics /healthz /readyz /status /events)", flush=True)
-        print(f"ron-kernel: try `curl {urls['readyz']}` or "
-              f"`ron-kernel tail --url {urls['base']}`", flush=True)
-    print("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits", flush=True)
-    await kernel.run()
+    # From the first line printed, Ctrl-C/SIGTERM drain: until run() takes the signals over (a
+    # loop step later), they ask the kernel to shut down, and run() then drains and returns.
+    # Without this, a Ctrl-C right after "running" met asyncio.Runner's handler: exit 130.
+    restore = install_handlers(asyncio.get_running_loop(), (signal.SIGINT, signal.SIGTERM),
+                               lambda sig: kernel.request_shutdown(f"signal {sig.name}"))
+    try:
+        urls = kernel.urls()
+        if urls:
+            print(f"ron-kernel: observability on {urls['base']}  "
+                  f"(/metrics /healthz /readyz /status /events /ui)", flush=True)
+            print(f"ron-kernel: try `curl {urls['readyz']}`, "
+                  f"`ron-kernel tail --url {urls['base']}` or open {urls['ui']}", flush=True)
+        print("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits",
+              flush=True)
+        await kernel.run()
+    finally:
+        restore()
     return EXIT_OK
 
 
