@@ -112,9 +112,13 @@ async def test_workers_are_children_named_pool_slash_index_and_make_the_kernel_r
     assert {w["state"] for w in found.values()} == {"up"}
     assert len(set(pids(kernel))) == 2 and os.getpid() not in pids(kernel)
     assert kernel.status()["workers"]["w"]["ready"] == 2
-    # each worker runs the app under its own kernel: its children come back in the pongs
+    # each worker runs the app under its own kernel: its children come back in the pongs,
+    # and /status shows them in the tree, under the worker child (as a nested supervisor's)
     await until(lambda: all(w["children"].get("svc", {}).get("state") == "running"
                             for w in workers(kernel).values()))
+    tree = kernel.status()["supervisor"]
+    assert tree["w/1"]["children"]["svc"]["state"] == "running"
+    assert tree["w/1"]["children"]["svc"]["restart"] == "permanent"  # a whole ChildInfo
 
 
 async def test_a_sigkilled_worker_is_a_crash_with_its_signal_and_is_restarted(started):

@@ -271,7 +271,7 @@ class Kernel(Generic[M]):
             "config_version": cfg.version,
             "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
-            "supervisor": self.supervisor.snapshot(),
+            "supervisor": self._tree(),
             "bus": self.bus.stats().as_dict(),
             "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
                           for m in self.metrics.counters.mailboxes()],
@@ -283,6 +283,13 @@ class Kernel(Generic[M]):
             "listen": self.listeners.status(),
             "workers": {name: pool.status() for name, pool in self._pools.items()},
         }
+
+    def _tree(self) -> dict[str, Any]:
+        """The root supervisor's snapshot, each worker's own children under its entry."""
+        tree: dict[str, Any] = dict(self.supervisor.snapshot())
+        for pool in self._pools.values():
+            pool.annotate(tree)
+        return tree
 
     # ------------------------------------------------------------------ lifecycle
 

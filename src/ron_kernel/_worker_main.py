@@ -437,9 +437,7 @@ class _WorkerLink(asyncio.Protocol):
                          reason=_describe(exc))
 
     def _pong(self, message: dict[str, Any]) -> None:
-        children = {name: {"state": info["state"], "restarts": info["restarts"],
-                           "last_reason": info["last_reason"]}
-                    for name, info in self.kernel.supervisor.snapshot().items()}
+        children = self.kernel.supervisor.snapshot()  # the parent shows it in its tree
         ready = self.kernel.health.all_ready()
         self.sent_ready = ready
         self.send({"t": "pong", "n": message.get("n"), "ready": ready, "lost": self.lost,

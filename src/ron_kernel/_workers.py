@@ -259,6 +259,15 @@ class WorkerPool:
 
     # ------------------------------------------------------------------ introspection
 
+    def annotate(self, tree: dict[str, Any]) -> None:
+        """Put each worker's own children under its entry of the root supervisor's snapshot
+        (``children``, as a nested supervisor's), so ``/status`` and the page show the tree."""
+        for slot in self.slots:
+            entry = tree.get(slot.name)
+            children = slot.children()
+            if isinstance(entry, dict) and children:
+                entry["children"] = children
+
     def status(self) -> dict[str, Any]:
         """The pool for ``/status``: app, readiness and each worker's process."""
         return {
@@ -476,8 +485,15 @@ class WorkerSlot:
             "last_pong_age_s": (round(now - link.last_pong_wall, 3)
                                 if link is not None and link.up else None),
             "last_exit": self.last_exit,
-            "children": dict(link.children) if link is not None else {},
+            "children": {name: {key: info.get(key) for key in ("state", "restarts",
+                                                                 "last_reason")}
+                         for name, info in self.children().items()},
         }
+
+    def children(self) -> dict[str, Any]:
+        """The worker's own supervisor snapshot, as of its last pong (``{}`` while down)."""
+        link = self.link
+        return dict(link.children) if link is not None else {}
 
 
 class _Link(asyncio.Protocol):
@@ -631,7 +647,7 @@ class _Link(asyncio.Protocol):
         self.last_pong = asyncio.get_running_loop().time()
         self.last_pong_wall = time.monotonic()
         children = message.get("children")
-        if isinstance(children, dict):
+        if isinstance(children, dict) and all(isinstance(v, dict) for v in children.values()):
             self.children = children
         self._lost(message.get("lost"))
         self.slot.set_ready(message.get("ready") is True)
