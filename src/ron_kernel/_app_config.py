@@ -162,9 +162,9 @@ def flatten(instance: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if instance is None:
         return out
-    for name in _fields(type(instance)):
+    for name, nested in _shape(type(instance)):
         value = getattr(instance, name)
-        if _model_of(type(value)) is not None:
+        if nested and value is not None:
             out.update({f"{name}.{k}": v for k, v in flatten(value).items()})
         else:
             out[name] = value
@@ -183,3 +183,14 @@ def load_json(model: type[Any], text: str) -> Any:
     with ``model`` -- a worker running other code than its parent, for instance.
     """
     return _adapter(model).validate_json(text)
+_SHAPES: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+
+
+def _shape(model: type[Any]) -> tuple[tuple[str, bool], ...]:
+    """``(field, is a nested model)`` per field of ``model``, computed once per model."""
+    found = _SHAPES.get(model)
+    if found is None:
+        found = _SHAPES[model] = tuple(
+            (name, _model_of(annotation) is not None)
+            for name, annotation in _fields(model).items())
+    return found
