@@ -27,7 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._duration import parse_duration
 
-__all__ = ["AppProblem", "check_model", "flatten", "validate"]
+__all__ = ["AppProblem", "check_model", "dump_json", "flatten", "load_json", "validate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +171,18 @@ def flatten(instance: Any) -> dict[str, Any]:
     return out
 
 
+def dump_json(instance: Any) -> str:
+    """An app config instance as pydantic's JSON of its model (for a worker process)."""
+    return _adapter(type(instance)).dump_json(instance).decode()
+
+
+def load_json(model: type[Any], text: str) -> Any:
+    """The instance :func:`dump_json` wrote: pydantic's own round trip, revalidated.
+
+    Raises ``ValueError`` (pydantic's ``ValidationError``) when the text does not validate
+    with ``model`` -- a worker running other code than its parent, for instance.
+    """
+    return _adapter(model).validate_json(text)
 _SHAPES: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "PqConfig",
     "ShutdownConfig",
     "SupervisorConfig",
+    "WorkersConfig",
     "format_duration",
     "parse_duration",
 ]
@@ -73,6 +74,7 @@ METRICS_ADDR_ALIAS = "RON_KERNEL_METRICS_ADDR"
 
 MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
+MAX_WORKERS = 1024
 MAX_FILE_BYTES = 1 << 20
 # Below 10 ms, timer jitter and GC pauses would count as blocks; above 1 h is a typo.
 MIN_LOOP_BLOCK_THRESHOLD = timedelta(milliseconds=10)
@@ -170,6 +172,13 @@ class ShutdownConfig:
     drain_deadline: timedelta = timedelta(seconds=5)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkersConfig:
+    """``[workers]``: worker processes running the app (docs/WORKERS.md); 0 = this process."""
+
+    count: int = 0
+    heartbeat_timeout: timedelta = timedelta(seconds=10)
+    min_ready: int = 0  # 0: every worker
 MAX_NODE_CHARS = 64
 MAX_FED_BUFFER = 65_536
 _SUBJECT_TOKEN_BAD = re.compile(r"[.*>\s\x00-\x1f\x7f]")
@@ -256,6 +265,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "observability": ObservabilityConfig,
     "log": LogConfig,
     "shutdown": ShutdownConfig,
+    "workers": WorkersConfig,
     "federation": FederationConfig,
 }
 
@@ -335,6 +345,16 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
            "one of trace, debug, info, warn, error", choices=LOG_LEVELS, help="log level"),
     _dur("shutdown.drain_deadline", "RONK_DRAIN_DEADLINE", "--drain-deadline", IMMEDIATE,
          _TINY, "graceful shutdown deadline before stragglers are cancelled"),
+    _Field("workers.count", "int", "RONK_WORKERS", "--workers", NEXT_START,
+           f"an integer from 0 (no worker processes) to {MAX_WORKERS}", lo=0, hi=MAX_WORKERS,
+           help="worker processes that run the app (0: run it in this process)"),
+    _Field("workers.heartbeat_timeout", "duration", "RONK_WORKERS_HEARTBEAT_TIMEOUT",
+           "--workers-heartbeat-timeout", IMMEDIATE,
+           "a duration from 100ms to 24h such as '10s'", lo=timedelta(milliseconds=100),
+           hi=MAX_DURATION, help="a worker whose loop does not answer this long is killed"),
+    _Field("workers.min_ready", "int", "RONK_WORKERS_MIN_READY", "--workers-min-ready",
+           IMMEDIATE, f"an integer from 0 (every worker) to {MAX_WORKERS}", lo=0,
+           hi=MAX_WORKERS, help="ready workers needed for readiness (0: every worker)"),
     _Field("federation.nats_url", "url", "RONK_FED_NATS_URL", "--fed-nats-url", NEXT_START,
            "empty (off) or a NATS URL such as nats://127.0.0.1:4222 "
            "(comma-separated for several servers)",
@@ -375,9 +395,9 @@ class Config(Generic[M]):
         cfg.supervisor.min_backoff       # datetime.timedelta(microseconds=100000)
 
     Sections: ``supervisor``, ``bus``, ``amnesia``, ``pq``, ``observability``, ``log``,
-    ``shutdown`` and ``federation``. ``version`` is 1 for a first load (and for ``Config()``);
-    each reload applied by :class:`ron_kernel.config.ConfigCell` adds one. Instances are frozen
-    and hashable; build a changed copy with :meth:`from_mapping`.
+    ``shutdown``, ``workers`` and ``federation``. ``version`` is 1 for a first load (and for
+    ``Config()``); each reload applied by :class:`ron_kernel.config.ConfigCell` adds one.
+    Instances are frozen and hashable; build a changed copy with :meth:`from_mapping`.
 
     Your service's own settings live in the same layers: give a pydantic v2 model or a
     dataclass as ``app=`` and ``cfg.app`` is an instance of it, filled from the file's
@@ -400,6 +420,7 @@ class Config(Generic[M]):
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     version: int = 1
     app: M = field(default=None, hash=False)  # type: ignore[assignment]
@@ -1019,6 +1040,12 @@ def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
             f"greater than supervisor.max_backoff = {format_duration(hi)} "
             f"(from {merged['supervisor.max_backoff'].source})",
             "min_backoff <= max_backoff"))
+    count, need = typed.get("workers.count"), typed.get("workers.min_ready")
+    if count and need is not None and need > count:
+        out.append(_problem(
+            "workers.min_ready", need, merged["workers.min_ready"].source,
+            f"greater than workers.count = {count} (from {merged['workers.count'].source})",
+            "at most workers.count (0: every worker)"))
     if typed.get("observability.expose_http") and "observability.addr" in typed:
         host, _ = parse_addr(typed["observability.addr"])
         if binds_every_interface(host):

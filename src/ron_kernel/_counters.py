@@ -242,6 +242,28 @@ class KernelCounters:
             ("reason",), preset=[(r,) for r in FEDERATION_REJECT_REASONS])
         self.federation_gaps_total = c(
             "federation_gaps_total", "Remote events missed: gaps in a node's seq.", ("node",))
+        # worker processes (docs/WORKERS.md): every series labelled by pool and worker index
+        worker = ("pool", "worker")
+        self.worker_ready = g(
+            "worker_ready", "1 while a worker process reports ready, else 0.", worker)
+        self.worker_events_relayed_total = c(
+            "worker_events_relayed_total",
+            "Events of a worker's children republished on this kernel's bus.", worker)
+        self.worker_events_lost_total = c(
+            "worker_events_lost_total",
+            "Events a worker dropped because it fell behind or its channel was full.", worker)
+        self.worker_scrape_timeouts_total = c(
+            "worker_scrape_timeouts_total",
+            "Scrapes a worker did not answer in time (its last series were served).", worker)
+        self.worker_metrics_age_seconds = g(
+            "worker_metrics_age_seconds",
+            "Age of the worker series served by the last scrape (0: fresh).", worker)
+        self.worker_kills_total = c(
+            "worker_kills_total", "Worker processes this kernel killed, by reason.",
+            (*worker, "reason"))
+        self.worker_config_rounds_total = c(
+            "worker_config_rounds_total",
+            "Config reloads sent to a pool's workers, by outcome.", ("pool", "outcome"))
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -13,6 +15,7 @@ from types import TracebackType
 from typing import Any, Generic, cast
 
 from ._app_config import check_model as check_app_model
+from ._appspec import spec_of
 from ._bus import Bus
 from ._config import Config, M
 from ._config_cell import ConfigCell
@@ -23,14 +26,17 @@ from ._federation import Federation
 from ._fleet import Fleet
 from ._health import HealthState
 from ._kernel_http import debug_tasks_handler, events_handler, status_handler
+from ._listen import ListenSockets
 from ._logging import configure_from_config, get_logger, loop_exception_handler
 from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._signals import install_handlers, wait_for_ctrl_c
+from ._snapshot import model_spec
 from ._supervisor import Supervisor
 from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
 from ._ui import ui_routes
+from ._workers import WorkerPool
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
 
@@ -41,6 +47,9 @@ STREAM_FLUSH_GRACE = 1.0
 """Seconds ``/events`` clients get to receive the last events once the bus is closed."""
 
 _log = get_logger("kernel")
+_POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+OVERSUBSCRIBED = 4
+"""``workers.count`` above this many per CPU logs the warning ``workers_oversubscribed``."""
 
 
 class Kernel(Generic[M]):
@@ -71,6 +80,8 @@ class Kernel(Generic[M]):
     """The current config and its reload triggers."""
     http_addr: tuple[str, int] | None
     """``(host, port)`` actually bound, once the HTTP server is up."""
+    listeners: ListenSockets
+    """The named listening sockets (:meth:`listen`), shared with children and workers."""
     fleet: Fleet
     """The other kernels' events (``federation.nats_url``): ``fleet.subscribe()`` gives
     ``(node, KernelEvent)`` pairs. Kept apart from :attr:`bus`; empty without federation."""
@@ -98,11 +109,13 @@ class Kernel(Generic[M]):
         self.bus: Bus[KernelEvent] = Bus(config.bus.capacity, metrics=self.metrics)
         self.config_cell = ConfigCell(config, path=path, env=env, argv=argv, bus=self.bus,
                                       metrics=self.metrics, app=app_config)
+        self.listeners = ListenSockets()
         # Children read ctx.config through the cell, so they see every applied reload.
         self.supervisor = Supervisor.from_config(
             config, bus=self.bus, metrics=self.metrics, health=health,
             config=self.config_cell.get, config_changes=self.config_cell.changes,
-            request_shutdown=self.request_shutdown)
+            request_shutdown=self.request_shutdown,
+            listen_socket=lambda name: self.listeners.dup(name))
         fed = config.federation
         self.fleet = Fleet(own_node=fed.node, prefix=fed.prefix, capacity=config.bus.capacity,
                            counters=self.metrics.counters)
@@ -115,6 +128,8 @@ class Kernel(Generic[M]):
             threshold=config.observability.loop_block_threshold.total_seconds(),
         ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
+        self._pools: dict[str, WorkerPool] = {}
+        self._serve_http = True  # a worker process's kernel serves nothing
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
         self._http_task: asyncio.Task[None] | None = None
@@ -148,6 +163,73 @@ class Kernel(Generic[M]):
         ``depends_on`` names siblings that must report ready before this child starts.
         """
         self.supervisor.add(name, fn, restart=restart, depends_on=depends_on, **options)
+
+    def listen(self, name: str, addr: str, *, allow_unspecified: bool = False) -> socket.socket:
+        """Bind the listening socket ``name`` on ``addr`` (``"host:port"``) once; return it.
+
+        Children get it with ``ctx.listen_socket(name)`` (a duplicate they own); every worker
+        process of :meth:`supervise_workers` inherits it, so N workers accept on one port.
+        Port 0 picks a free port (``sock.getsockname()``, ``/status`` show it). The same name
+        and address again returns the same socket. An address that binds every interface is
+        refused unless ``allow_unspecified=True`` (as for the observability address). In a
+        worker process the parent binds it (once, for every worker). Raises ``ValueError``
+        (bad name or address, every interface, name already bound elsewhere) or ``OSError``
+        naming the address (address in use, permission).
+        """
+        return self.listeners.bind(name, addr, allow_unspecified=allow_unspecified)
+
+    def supervise_workers(self, name: str, app: str | Callable[..., Any], *,
+                          count: int | None = None, restart: RestartType = "permanent",
+                          **options: Any) -> None:
+        """Run ``app`` in ``count`` worker processes, supervised as children ``name/0`` ...
+
+        ``app`` is ``"module:factory"`` (or a module-level function): each worker process
+        imports it and calls it with its own kernel, as ``ron-kernel run --app`` does. Worker
+        ``i`` is the root supervisor's child ``f"{name}/{i}"``, with the same restart policy
+        as any child (``restart`` and ``**options`` as :meth:`supervise`). ``count`` defaults
+        to ``workers.count``. Workers get this kernel's validated config (and every applied
+        reload, all or none), its listening sockets, and send back their events (as
+        ``name/i/<child>``), readiness (``workers.min_ready``), heartbeats
+        (``workers.heartbeat_timeout``) and metrics (labels ``pool``, ``worker``).
+        See docs/WORKERS.md. Raises ``ValueError`` for a bad name or count, an app spec that
+        is not ``module:attribute``, or an app config model another process cannot import.
+        """
+        if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
+            raise ValueError(f"worker pool name must be 1 to 64 letters, digits, '_', '.' or "
+                             f"'-', got {name!r}")
+        if name in self._pools:
+            raise ValueError(f"duplicate worker pool name {name!r}")
+        spec = app if isinstance(app, str) else spec_of(app, what="worker app")
+        module, sep, attr = spec.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"worker app must be 'module:factory', got {spec!r}")
+        cfg = self.config
+        if count is None:
+            count = cfg.workers.count
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1 \
+                or count > 1024:
+            raise ValueError(f"worker count must be an int from 1 to 1024 (workers.count is "
+                             f"{cfg.workers.count}), got {count!r}")
+        if cfg.workers.min_ready > count:
+            raise ValueError(f"workers.min_ready ({cfg.workers.min_ready}) is greater than "
+                             f"the {count} workers of pool {name!r}")
+        model_spec(type(cfg.app) if cfg.app is not None else None)  # importable by workers?
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        if count > OVERSUBSCRIBED * cpus:
+            _log.warning("workers_oversubscribed", pool=name, workers=count, cpus=cpus,
+                         reason=f"more than {OVERSUBSCRIBED} worker processes per CPU")
+        pool = WorkerPool(name, spec, count, bus=self.bus, counters=self.metrics.counters,
+                          health=self.health, config=self.config_cell.get,
+                          listeners=self.listeners, request_shutdown=self.request_shutdown,
+                          rollback=self.config_cell.reload)
+        options.setdefault("shutdown_timeout", cfg.shutdown.drain_deadline)
+        for index in range(count):
+            self.supervisor.add(f"{name}/{index}", pool.child(index), restart=restart,
+                                **options)
+        self._pools[name] = pool
+        self._undo.append(self.config_cell.subscribe(pool.on_config))
+        self._undo.append(self.metrics.add_scrape_source(pool.scrape))
 
     def request_shutdown(self, reason: str = "") -> None:
         """Ask the kernel to drain and stop; returns at once (safe from a child, sync).
@@ -189,7 +271,7 @@ class Kernel(Generic[M]):
             "config_version": cfg.version,
             "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
-            "supervisor": self.supervisor.snapshot(),
+            "supervisor": self._tree(),
             "bus": self.bus.stats().as_dict(),
             "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
                           for m in self.metrics.counters.mailboxes()],
@@ -198,7 +280,16 @@ class Kernel(Generic[M]):
             "fleet": self.fleet.status(),
             "loop": (self._loop_health.snapshot() if self._loop_health is not None
                      else {"enabled": False}),
+            "listen": self.listeners.status(),
+            "workers": {name: pool.status() for name, pool in self._pools.items()},
         }
+
+    def _tree(self) -> dict[str, Any]:
+        """The root supervisor's snapshot, each worker's own children under its entry."""
+        tree: dict[str, Any] = dict(self.supervisor.snapshot())
+        for pool in self._pools.values():
+            pool.annotate(tree)
+        return tree
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -233,7 +324,7 @@ class Kernel(Generic[M]):
                 # before the children start: their first Health events are federated too
                 await self._federation.start()
             await self.supervisor.start()
-            if cfg.observability.expose_http:
+            if cfg.observability.expose_http and self._serve_http:
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
@@ -315,9 +406,12 @@ class Kernel(Generic[M]):
                       deadline_s=deadline if deadline is not None
                       else self.config.shutdown.drain_deadline.total_seconds())
         await self.supervisor.shutdown(deadline)
+        for pool in self._pools.values():
+            await pool.close()
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
+        self.listeners.close()
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

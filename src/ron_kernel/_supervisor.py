@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import socket
 import sys
 import time
 import warnings
@@ -95,6 +96,8 @@ class Supervisor:
         quarantine_cooldown: after this long a quarantined child gets one probe start; it
             leaves quarantine if it stays up ``reset_after``, or goes back with the cool-down
             doubled (at most 1 h). ``0`` (default) keeps quarantine until :meth:`release`.
+        listen_socket: what ``ctx.listen_socket(name)`` calls (the kernel's named listening
+            sockets); by default children have none.
 
     Bad values raise ``ValueError``/``TypeError`` here, never at crash time.
     """
@@ -117,6 +120,7 @@ class Supervisor:
         config_changes: Callable[[], AsyncIterator[Any]] | None = None,
         request_shutdown: Callable[[str], None] | None = None,
         quarantine_cooldown: timedelta | float = 0.0,
+        listen_socket: Callable[[str], socket.socket] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"supervisor name must be a non-empty str, got {name!r}")
@@ -150,6 +154,7 @@ class Supervisor:
             config if callable(config) else (lambda: config) if config is not None else None)
         self._config_changes = config_changes
         self._request_shutdown = request_shutdown
+        self._listen_socket = listen_socket
         self._children: dict[str, ChildRecord] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -353,6 +358,8 @@ class Supervisor:
             self._config_changes = ctx._changes
         if self._request_shutdown is None:
             self._request_shutdown = ctx._request_shutdown
+        if self._listen_socket is None:
+            self._listen_socket = ctx._listen
         await self.start()
         ctx.ready()
         try:
@@ -523,7 +530,7 @@ class Supervisor:
             child.name, bus=self._bus, config_source=self._config_source, health=health,
             on_ready=on_ready, changes=self._config_changes,
             request_shutdown=self._request_shutdown or self._shutdown_soon,
-            depends_on=child.depends_on)
+            depends_on=child.depends_on, listen_socket=self._listen_socket)
         child.ctx = ctx
         child.stopping = False
         child.pending = None

@@ -24,6 +24,7 @@ from ._config_cell import PqConfig as PqConfig
 from ._config_cell import ReloadRecord as ReloadRecord
 from ._config_cell import ShutdownConfig as ShutdownConfig
 from ._config_cell import SupervisorConfig as SupervisorConfig
+from ._config_cell import WorkersConfig as WorkersConfig
 from ._config_cell import add_config_arguments as add_config_arguments
 from ._config_cell import config_argv as config_argv
 from ._config_cell import explain as explain
@@ -44,6 +45,7 @@ __all__ = [
     "ReloadRecord",
     "ShutdownConfig",
     "SupervisorConfig",
+    "WorkersConfig",
     "add_config_arguments",
     "config_argv",
     "explain",

@@ -7,13 +7,13 @@ import asyncio
 import gc
 import importlib
 import inspect
-import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from .._app_config import check_model
+from .._appspec import load_app as load_app
 from .._config import Config
 from .._exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .._signals import install_handlers
@@ -33,33 +33,6 @@ def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None
                              "(pip install 'ron-kernel[uvloop]')") from None
         return None
     return uvloop.new_event_loop
-
-
-def load_app(spec: str) -> Callable[..., Any]:
-    """Import ``module:factory`` and return the factory; ``ValueError`` naming what is wrong.
-
-    The working directory is importable, as with ``python -m`` (the ``ron-kernel`` console
-    script would otherwise only see installed packages).
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--app must be MODULE:FACTORY, got {spec!r}")
-    cwd = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
-    factory: Any = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ValueError(f"--app {spec!r}: {module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise ValueError(f"--app {spec!r}: {attr!r} is not callable")
-    app: Callable[..., Any] = factory
-    return app
 
 
 APP_CONFIG_NAME = "APP_CONFIG"
@@ -95,14 +68,25 @@ def _load(spec: str | None) -> tuple[Callable[..., Any] | None, type[Any] | None
     return factory, app_config_model(spec)
 
 
+DEMO_APP = "ron_kernel.cli.demo:install_demo"
+"""What worker processes run when ``--workers N`` is given without ``--app``."""
+
+WORKER_POOL = "worker"
+"""The pool name of ``--workers N``: its children are ``worker/0`` .. ``worker/N-1``."""
+
+
 async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] | None,
-                 model: type[Any] | None) -> int:
+                 model: type[Any] | None, spec: str | None = None) -> int:
     # Imported here, not at the top: `ron-kernel config check` shares this module and should not
     # pay for the kernel's HTTP stack (aiohttp) just to print a config.
     from ..kernel import Kernel
 
     kernel = Kernel(config, argv=argv, app_config=model)
-    if app is None:
+    if config.workers.count > 0:
+        # the app runs in the worker processes, each under its own kernel; this one supervises
+        kernel.supervise_workers(WORKER_POOL, app=spec or DEMO_APP,
+                                 count=config.workers.count)
+    elif app is None:
         install_demo(kernel)
     else:
         try:
@@ -155,7 +139,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-            return runner.run(_serve(config, argv, app, model))
+            return runner.run(_serve(config, argv, app, model, args.app))
     except OSError as exc:
         print(f"ron-kernel: {exc}", file=sys.stderr)
         return EXIT_FAILURE
