@@ -69,10 +69,10 @@ soak-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --duration 120 --interval 5 \
 		--json perf-results/soak-smoke.json
 
-## perf: every perf rig of benchmarks/, full length (~5 min); JSON + PNG per rig into perf-results/
+## perf: every perf rig of benchmarks/, full length (~10 min); JSON + PNG per rig into perf-results/
 ## (the rigs are not installed: they run from the repository root as `python -m benchmarks.<rig>`)
 PERF_OUT ?= perf-results
-PERF_RIGS := bus_fanout restart_storm config_reload http
+PERF_RIGS := bus_fanout restart_storm config_reload http federation ui_sse
 perf: $(STAMP)
 	@mkdir -p $(PERF_OUT)
 	for rig in $(PERF_RIGS); do \

@@ -41,8 +41,8 @@ from benchmarks._common import (
 )
 from benchmarks._report import Panel, Steps, progress, rig_main, save_plot
 from ron_kernel import Bus, Config, KernelEvent, Metrics
-from ron_kernel._logging import configure_logging
 from ron_kernel.config import ConfigCell
+from ron_kernel.logging import configure_logging
 
 RIG = "config_reload"
 

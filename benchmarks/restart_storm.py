@@ -42,7 +42,7 @@ from benchmarks._common import (
 )
 from benchmarks._report import Panel, progress, rig_main, save_plot
 from ron_kernel import Bus, KernelEvent
-from ron_kernel._logging import configure_logging
+from ron_kernel.logging import configure_logging
 from ron_kernel.supervisor import ChildContext, Supervisor
 
 RIG = "restart_storm"

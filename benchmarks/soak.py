@@ -39,9 +39,9 @@ import psutil
 
 from benchmarks._common import machine_info, new_loop
 from ron_kernel import KernelEvent
-from ron_kernel._logging import configure_logging
 from ron_kernel.errors import Closed, Empty, Lagged
 from ron_kernel.kernel import Kernel
+from ron_kernel.logging import configure_logging
 from ron_kernel.supervisor import ChildContext, Supervisor
 
 __all__ = ["SoakOptions", "evaluate", "main", "run_soak"]

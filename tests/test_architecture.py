@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ron_kernel"
-HTTP_LAYER = {"ron_kernel._http", "ron_kernel._kernel_http", "ron_kernel._control"}
+HTTP_LAYER = {"ron_kernel._http", "ron_kernel._kernel_http", "ron_kernel._control",
+              "ron_kernel._ui"}
 MAY_USE_HTTP = {"ron_kernel._metrics", "ron_kernel._kernel", "ron_kernel.kernel"}
-OPTIONAL = ("uvloop", "opentelemetry")
+OPTIONAL = ("uvloop", "opentelemetry", "nats")
 
 
 def _modules() -> dict[str, Path]:
@@ -150,3 +151,60 @@ def test_no_part_reaches_into_metrics_private_state():
             if "metrics._" in code or "._kernel." in code:
                 offenders.append(f"{name}:{lineno}: {line.strip()}")
     assert offenders == []
+
+
+# ----------------------------------------------------------------------------- public facades
+
+PUBLIC = sorted(name for name in MODULES
+                if name.startswith("ron_kernel") and not name.startswith("ron_kernel.cli")
+                and not any(part.startswith("_") for part in name.split(".")[1:]))
+
+
+def _facade_violations(name: str, source: str) -> list[str]:
+    """What keeps ``source`` from being a thin facade: docstring, re-exports, ``__all__``."""
+    tree = ast.parse(source)
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    else:
+        return [f"{name}: no module docstring"]
+    bad = []
+    has_all = False
+    for node in body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module \
+                and node.module.startswith("_") \
+                and all(alias.asname == alias.name for alias in node.names):
+            continue  # from ._x import Y as Y
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] \
+                == ["__all__"] and isinstance(node.value, ast.List) \
+                and all(isinstance(e, ast.Constant) for e in node.value.elts):
+            has_all = True
+            continue
+        bad.append(f"{name}:{node.lineno}: {ast.unparse(node).splitlines()[0]}")
+    if not has_all:
+        bad.append(f"{name}: no __all__ list")
+    return bad
+
+
+def test_public_modules_are_thin_facades():
+    # docs/DECISIONS.md, "One convention for public modules": a public module holds only its
+    # docstring, `from ._x import Y as Y` re-exports and `__all__`; the code lives in _x.
+    assert {"ron_kernel", "ron_kernel.bus", "ron_kernel.config", "ron_kernel.errors",
+            "ron_kernel.kernel", "ron_kernel.logging", "ron_kernel.mailbox",
+            "ron_kernel.supervisor", "ron_kernel.tracing"} <= set(PUBLIC)
+    bad = [problem for name in PUBLIC
+           for problem in _facade_violations(name, MODULES[name].read_text())]
+    assert bad == [], "public modules must only re-export: " + "; ".join(bad)
+
+
+def test_a_facade_with_code_or_a_plain_import_is_refused():
+    good = '"""Doc."""\n\nfrom ._bus import Bus as Bus\n\n__all__ = ["Bus"]\n'
+    assert _facade_violations("m", good) == []
+    for extra in ("def helper() -> None:\n    pass\n", "from ._bus import Receiver\n",
+                  "import os\n", "X = 1\n", "from __future__ import annotations\n"):
+        assert _facade_violations("m", good + extra), extra
+    assert _facade_violations("m", 'from ._bus import Bus as Bus\n__all__ = ["Bus"]\n') == [
+        "m: no module docstring"]
+    assert _facade_violations("m", '"""Doc."""\nfrom ._bus import Bus as Bus\n') == [
+        "m: no __all__ list"]

@@ -7,13 +7,16 @@ its ready queue; the invariants must hold for every schedule. A failure names it
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from interleave import jitter, run_with_seed, seeds
 from ron_kernel import Bus, HealthState, KernelEvent, Metrics
-from ron_kernel.errors import Closed, Lagged
+from ron_kernel.errors import Canceled, Closed, Lagged
+from ron_kernel.supervisor import ChildContext, Supervisor
 
 SEEDS = seeds()
 
@@ -105,36 +108,108 @@ def test_no_subscriber_loses_shutdown(seed: int):
     run_with_seed(seed, _shutdown_event_scenario)
 
 
-async def _readiness_scenario(rng: random.Random) -> None:
+GO = KernelEvent.ConfigUpdated(version=1_000)
+
+
+async def _readiness_scenario(rng: random.Random, *, subscribe_first: bool = True) -> None:
+    # Real supervised children report readiness from tasks that await between every step: each
+    # subscribes to the bus, reports ready, flips its readiness a few times; the kernel's
+    # prerequisites are met by a task that awaits between them; a client waits until the
+    # process is ready, then publishes GO. Invariants, for every schedule: readiness never
+    # holds while a prerequisite is unmet, and every service that was ready when GO was
+    # published receives GO. (`subscribe_first=False` is the mutant: ready, await, subscribe.)
     health = HealthState(prerequisites=("config", "bus_attached"))
-    services = [f"svc-{i}" for i in range(rng.randint(1, 3))]
+    bus: Bus[KernelEvent] = Bus(256)
+    sup = Supervisor(bus=bus, health=health, min_backoff=0, max_backoff=0)
+    satisfied: set[str] = set()
+    received: set[str] = set()
     violations: list[str] = []
 
-    async def flip(name: str) -> None:
-        for _ in range(rng.randint(1, 6)):
-            health.set(name, rng.random() < 0.7)
+    async def service(ctx: ChildContext) -> None:
+        if subscribe_first:
+            rx = ctx.bus.subscribe()
             await jitter(rng)
-        health.set(name, True)
+            ctx.ready()
+        else:
+            ctx.ready()
+            await jitter(rng)
+            rx = ctx.bus.subscribe()
+        with rx:
+            for _ in range(rng.randint(0, 3)):
+                await jitter(rng)
+                ctx.ready(False)
+                await jitter(rng)
+                ctx.ready(True)
+            while True:
+                try:
+                    event = await ctx.wait(rx.recv())
+                except Canceled:
+                    return
+                if event == GO:
+                    received.add(ctx.name)
 
     async def prerequisites() -> None:
         await jitter(rng, 5)
         health.satisfy("config")
+        satisfied.add("config")
         await jitter(rng, 5)
-        health.attach_bus(Bus(4))
+        health.attach_bus(bus)
+        satisfied.add("bus_attached")
 
-    async def observer() -> None:
-        for _ in range(30):
+    async def client() -> set[str]:
+        for _ in range(10_000):  # bounded: a scenario that never gets ready fails, not hangs
             if health.all_ready():
-                snap = health.snapshot()
-                if snap["missing"] or not all(snap["services"].values()):
-                    violations.append(f"ready while missing {snap['missing']}")
+                break
             await asyncio.sleep(0)
+        else:
+            raise AssertionError(f"never ready: {health.snapshot()['missing']}")
+        snap = health.snapshot()
+        if satisfied != {"config", "bus_attached"} or snap["missing"]:
+            violations.append(f"ready with prerequisites {satisfied}, missing {snap['missing']}")
+        ready = {name for name, ok in snap["services"].items() if ok}
+        if not ready or ready != set(snap["services"]):
+            violations.append(f"ready while services are {snap['services']}")
+        bus.publish(GO)
+        for _ in range(500):  # yields, not time: a service that will get GO gets it long before
+            if ready <= received:
+                break
+            await asyncio.sleep(0)
+        return ready
 
-    await asyncio.gather(observer(), prerequisites(), *(flip(s) for s in services))
+    for i in range(rng.randint(1, 3)):
+        sup.add(f"svc-{i}", service)
+    await sup.start()
+    ready, _ = await asyncio.gather(client(), prerequisites())
+    await sup.shutdown(1.0)
     assert violations == []
-    assert health.all_ready(), health.snapshot()
+    missed = sorted(ready - received)
+    assert missed == [], f"ready when GO was published, yet never received it: {missed}"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_ready_only_when_every_prerequisite_holds(seed: int):
     run_with_seed(seed, _readiness_scenario)
+
+
+def _first_failure(scenario: Callable[[random.Random], Awaitable[None]]) -> str | None:
+    for seed in range(500):
+        try:
+            run_with_seed(seed, scenario)
+        except AssertionError as failure:
+            return str(failure)
+    return None
+
+
+def test_the_readiness_scenario_reorders_something_mutants_fail_under_some_seed(monkeypatch):
+    # Proof that the seeds really reorder the awaits the invariants depend on, so the scenario
+    # above can fail. Mutant 1: services that report ready before they subscribe (awaiting in
+    # between), the README's old order.
+    failure = _first_failure(functools.partial(_readiness_scenario, subscribe_first=False))
+    assert failure is not None, "no schedule broke the ready-then-subscribe mutant"
+    assert "never received it" in failure
+    # Mutant 2: a readiness rule that forgets the prerequisites.
+    monkeypatch.setattr(HealthState, "all_ready",
+                        lambda self: bool(self._services) and not self._not_ready)
+    failure = _first_failure(_readiness_scenario)
+    assert failure is not None, "no schedule broke the readiness-without-prerequisites mutant"
+    assert "ready with prerequisites" in failure

@@ -20,12 +20,22 @@ import orjson
 import pytest
 
 from ron_kernel import Config, KernelEvent, _logging
-from ron_kernel.errors import ConfigError
+from ron_kernel.errors import Closed, ConfigError, Empty
 from ron_kernel.kernel import Kernel
 from ron_kernel.supervisor import ABANDON_GRACE, ChildContext
 
 HTTP = {"observability": {"expose_http": True, "addr": "127.0.0.1:0"}}
 HTTP_ARGV = ["--obs-http", "true", "--obs-addr", "127.0.0.1:0"]
+
+
+def _drain(rx: Any) -> list[KernelEvent]:
+    """Every event waiting in ``rx`` now; stops at exactly Empty (open) or Closed (closed)."""
+    out = []
+    while True:
+        try:
+            out.append(rx.try_recv())
+        except (Empty, Closed):
+            return out
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +118,8 @@ async def test_urls_name_every_endpoint_on_the_bound_port():
         assert host == "127.0.0.1" and port > 0
         base = f"http://127.0.0.1:{port}"
         assert k.urls() == {"base": base, **{n: f"{base}/{n}" for n in
-                                             ("metrics", "healthz", "readyz", "status", "events")}}
+                                             ("metrics", "healthz", "readyz", "status", "events",
+                                              "ui")}}
 
 
 async def test_no_http_server_when_observability_is_off():
@@ -328,12 +339,7 @@ async def test_shutdown_is_bounded_with_a_child_ignoring_shutdown_and_one_swallo
     # the deadline, the abandon grace, and scheduling slack on a busy 2-core machine
     assert took < deadline + ABANDON_GRACE + 0.5, took
     assert k.state == "stopped"
-    events = []
-    while True:
-        try:
-            events.append(rx.try_recv())
-        except Exception:
-            break
+    events = _drain(rx)
     assert KernelEvent.Shutdown() in events
     families = k.metrics.render().decode()
     assert 'tasks_aborted_total{amnesia="off",kind="abandoned"} 1.0' in families
@@ -346,12 +352,7 @@ async def test_shutdown_is_idempotent_and_concurrent_calls_wait_for_the_same_dra
     rx = k.bus.subscribe()
     await asyncio.gather(k.shutdown(), k.shutdown(), k.shutdown())
     await k.shutdown()
-    shutdowns = []
-    while True:
-        try:
-            shutdowns.append(rx.try_recv())
-        except Exception:
-            break
+    shutdowns = _drain(rx)
     assert shutdowns.count(KernelEvent.Shutdown()) == 1
 
 
@@ -367,12 +368,7 @@ async def test_run_returns_after_a_real_sigint_and_subscribers_got_shutdown():
     os.kill(os.getpid(), signal.SIGINT)
     await asyncio.wait_for(runner, 5)
     assert k.state == "stopped"
-    seen = []
-    while True:
-        try:
-            seen.append(rx.try_recv())
-        except Exception:
-            break
+    seen = _drain(rx)
     assert seen[-1] == KernelEvent.Shutdown()
     assert signal.getsignal(signal.SIGINT) is saved
 
@@ -427,13 +423,6 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _drain(rx: Any) -> list[KernelEvent]:
-    out = []
-    while True:
-        try:
-            out.append(rx.try_recv())
-        except Exception:
-            return out
 
 
 async def test_reload_applies_log_level_and_supervisor_policy_and_publishes_once(tmp_path):

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUITES=(tests/test_supervisor.py tests/test_supervisor_chaos.py tests/test_supervisor_restart.py
-        tests/test_bus.py tests/test_kernel_contracts.py)
+        tests/test_bus.py tests/test_kernel_contracts.py
+        tests/test_workers.py tests/test_workers_orphans.py)  # processes, pidfds, fd passing
 ran=() missing=()
 for minor in 3.12 3.13; do
   py=""

@@ -18,7 +18,9 @@ What it shows:
 * a mailbox request/reply between the HTTP handlers and the index (``GET /stats``);
 * waits that end at shutdown: ``ctx.sleep``, ``ctx.wait`` and ``ctx.config_changes``;
 * the service's own metrics on the kernel's ``/metrics`` (``kernel.metrics.registry``):
-  ``blobstore_rejects_total{reason}`` and ``blobstore_request_seconds{op,code}``.
+  ``blobstore_rejects_total{reason}`` and ``blobstore_request_seconds{op,code}``;
+* every core: ``--workers 2`` runs it in two worker processes serving one port (the kernel's
+  listening socket, bound once by the parent; docs/WORKERS.md).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ron_kernel.mailbox import Mailbox
 
 from .config import BlobstoreConfig
 from .index import IndexMessage, run_index
-from .service import BlobstoreMetrics, run_http, run_store
+from .service import LISTEN_SOCKET, BlobstoreMetrics, run_http, run_store
 from .store import Store
 
 __all__ = ["APP_CONFIG", "Blobstore", "BlobstoreConfig", "build"]
@@ -70,8 +72,15 @@ class Blobstore:
 
 
 def build(kernel: Kernel[BlobstoreConfig]) -> Blobstore:
-    """The ``--app`` factory: add the ``store``, ``index`` and ``http`` children to ``kernel``."""
+    """The ``--app`` factory: add the ``store``, ``index`` and ``http`` children to ``kernel``.
+
+    The HTTP port is the kernel's listening socket :data:`~.service.LISTEN_SOCKET`, bound here
+    on ``app.listen``: with ``ron-kernel run --workers N`` the parent binds it once and every
+    worker serves it (any worker serves any id: the blobs are files in ``data_dir``).
+    """
     service = Blobstore(kernel)
+    # app.listen is the operator's explicit choice, every interface included
+    kernel.listen(LISTEN_SOCKET, kernel.config.app.listen, allow_unspecified=True)
     store, mailbox, metrics = service.store, service.mailbox, service.metrics
     kernel.supervise("store", lambda ctx: run_store(ctx, store))
     kernel.supervise("index", lambda ctx: run_index(ctx, store, mailbox),

@@ -11,8 +11,9 @@ the kernel's keys, fail-closed::
     request_timeout = "5s"       # the kernel's duration syntax
 
 ``max_frame`` and ``request_timeout`` are read on every request, so a reload (SIGHUP, a file
-change) applies to the next one. ``listen`` and ``data_dir`` are read when the HTTP child
-starts: a change applies at its next start (it logs that).
+change) applies to the next one. ``listen`` and ``data_dir`` are read when the service is built
+(the kernel binds ``listen`` once, for every worker process): a change applies at the next
+start of the process (the HTTP child logs that).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class BlobstoreConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     listen: str = "127.0.0.1:0"
-    """Where the HTTP API listens; port 0 picks a free port (logged as ``blobstore_listening``)."""
+    """Where the HTTP API listens (bound once by the kernel: ``kernel.listen``); port 0 picks a
+    free port (logged as ``blobstore_listening``)."""
     data_dir: Path = Path("blobstore-data")
     """Where blobs live, one file per id: any process given this directory serves every id."""
     max_frame: Annotated[int, Field(gt=0, le=1 << 30)] = MAX_FRAME

@@ -33,18 +33,21 @@ from ron_kernel.logging import get_logger
 from ron_kernel.mailbox import Mailbox
 from ron_kernel.supervisor import ChildContext
 
-from .config import BlobstoreConfig, split_listen
+from .config import BlobstoreConfig
 from .index import Added, IndexMessage, Stats, StatsQuery
 from .store import BadId, BlobNotFound, DigestMismatch, Store, parse_id
 
-__all__ = ["CHUNK", "REJECT_REASONS", "STALE_TMP_AGE", "BlobstoreMetrics", "make_app",
-           "run_http", "run_store"]
+__all__ = ["CHUNK", "LISTEN_SOCKET", "REJECT_REASONS", "STALE_TMP_AGE", "BlobstoreMetrics",
+           "make_app", "run_http", "run_store"]
 
 CHUNK = 64 * 1024
 """The storage streaming chunk (64 KiB): how much of a body is read at a time."""
 
 STALE_TMP_AGE = 600.0
 """Seconds after which a temporary file is an interrupted write (a live one lasts milliseconds)."""
+
+LISTEN_SOCKET = "blobstore-http"
+"""The name of the kernel's listening socket the ``http`` child serves on."""
 
 REJECT_REASONS = ("frame_too_large", "bad_id", "digest_mismatch", "read_timeout")
 """The ``reason`` label values of ``blobstore_rejects_total`` (all exported from the start)."""
@@ -241,17 +244,19 @@ async def run_http(ctx: ChildContext[Config[BlobstoreConfig]], store: Store,
                    on_listening: Callable[[str], None] | None = None) -> None:
     """The ``http`` child: serve the API until shutdown, logging each applied reload.
 
-    It logs ``blobstore_listening`` with the bound ``port`` (``listen`` may ask for port 0)
-    and calls ``on_listening(url)``. ``listen`` is read at each start: a changed one applies
-    when this child next starts (it says so).
+    It serves on the kernel's listening socket :data:`LISTEN_SOCKET` (bound once by
+    ``build``, in the parent process when there are workers: every worker accepts on the same
+    port), logs ``blobstore_listening`` with the bound ``port`` (``listen`` may ask for port 0)
+    and calls ``on_listening(url)``. A changed ``listen`` applies at the next start of the
+    process (it says so).
     """
     cfg = ctx.config.app
-    host, port = split_listen(cfg.listen)
     runner = web.AppRunner(make_app(ctx, store, mailbox, metrics), handle_signals=False,
                            access_log=None, lingering_time=1.0, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        # a duplicate of the kernel's socket, owned (and closed at cleanup) by this start
+        site = web.SockSite(runner, ctx.listen_socket(LISTEN_SOCKET))
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
         url = (f"http://[{bound_host}]:{bound_port}" if ":" in str(bound_host)
@@ -271,7 +276,7 @@ async def run_http(ctx: ChildContext[Config[BlobstoreConfig]], store: Store,
                      if changed]
             if later:
                 _log.warning("blobstore_restart_needed", keys=later,
-                             reason="listen applies at the next start of the http child, "
-                                    "data_dir at the next start of the process")
+                             reason="listen and data_dir apply at the next start of the "
+                                    "process")
     finally:
         await runner.cleanup()

@@ -27,7 +27,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ._duration import parse_duration
 
-__all__ = ["AppProblem", "check_model", "flatten", "validate"]
+__all__ = ["AppProblem", "check_model", "dump_json", "flatten", "load_json", "validate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +162,35 @@ def flatten(instance: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if instance is None:
         return out
-    for name in _fields(type(instance)):
+    for name, nested in _shape(type(instance)):
         value = getattr(instance, name)
-        if _model_of(type(value)) is not None:
+        if nested and value is not None:
             out.update({f"{name}.{k}": v for k, v in flatten(value).items()})
         else:
             out[name] = value
     return out
+
+
+def dump_json(instance: Any) -> str:
+    """An app config instance as pydantic's JSON of its model (for a worker process)."""
+    return _adapter(type(instance)).dump_json(instance).decode()
+
+
+def load_json(model: type[Any], text: str) -> Any:
+    """The instance :func:`dump_json` wrote: pydantic's own round trip, revalidated.
+
+    Raises ``ValueError`` (pydantic's ``ValidationError``) when the text does not validate
+    with ``model`` -- a worker running other code than its parent, for instance.
+    """
+    return _adapter(model).validate_json(text)
+_SHAPES: dict[type[Any], tuple[tuple[str, bool], ...]] = {}
+
+
+def _shape(model: type[Any]) -> tuple[tuple[str, bool], ...]:
+    """``(field, is a nested model)`` per field of ``model``, computed once per model."""
+    found = _SHAPES.get(model)
+    if found is None:
+        found = _SHAPES[model] = tuple(
+            (name, _model_of(annotation) is not None)
+            for name, annotation in _fields(model).items())
+    return found

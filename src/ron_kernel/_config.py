@@ -19,15 +19,18 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, overload
+from urllib.parse import urlsplit
 
 from typing_extensions import TypeVar
 
@@ -47,11 +50,13 @@ __all__ = [
     "AmnesiaConfig",
     "BusConfig",
     "Config",
+    "FederationConfig",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",
     "ShutdownConfig",
     "SupervisorConfig",
+    "WorkersConfig",
     "format_duration",
     "parse_duration",
 ]
@@ -69,6 +74,7 @@ METRICS_ADDR_ALIAS = "RON_KERNEL_METRICS_ADDR"
 
 MAX_BUS_CAPACITY = MAX_CAPACITY  # one limit: the bus's own
 MAX_RESTART_CAP = 10_000
+MAX_WORKERS = 1024
 MAX_FILE_BYTES = 1 << 20
 # Below 10 ms, timer jitter and GC pauses would count as blocks; above 1 h is a typo.
 MIN_LOOP_BLOCK_THRESHOLD = timedelta(milliseconds=10)
@@ -166,6 +172,91 @@ class ShutdownConfig:
     drain_deadline: timedelta = timedelta(seconds=5)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkersConfig:
+    """``[workers]``: worker processes running the app (docs/WORKERS.md); 0 = this process."""
+
+    count: int = 0
+    heartbeat_timeout: timedelta = timedelta(seconds=10)
+    min_ready: int = 0  # 0: every worker
+MAX_NODE_CHARS = 64
+MAX_FED_BUFFER = 65_536
+_SUBJECT_TOKEN_BAD = re.compile(r"[.*>\s\x00-\x1f\x7f]")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+NATS_EXTRA_HINT = "pip install 'ron-kernel[nats]'"
+
+
+def check_subject_token(value: str) -> str | None:
+    """Why ``value`` cannot be one token of a NATS subject (a node or prefix), or ``None``."""
+    if not value:
+        return "empty"
+    if len(value) > MAX_NODE_CHARS:
+        return f"longer than {MAX_NODE_CHARS} characters"
+    bad = _SUBJECT_TOKEN_BAD.search(value)
+    if bad is not None:
+        char = bad.group()
+        shown = repr(char) if char in ".*>" else "whitespace or a control character"
+        return f"contains {shown}"
+    return None
+
+
+def check_nats_url(value: str) -> str | None:
+    """Why ``value`` is not a NATS server URL (or a comma-separated list), or ``None``.
+
+    ``nats://host:4222``, ``tls://user:pass@host``; the port defaults to 4222. The text of the
+    answer never contains the URL's credentials.
+    """
+    for part in value.split(","):
+        url = part.strip()
+        if not url:
+            return "an empty server in the list"
+        try:
+            parsed = urlsplit(url)
+            port = parsed.port
+        except ValueError as exc:
+            return f"not a URL ({redact_text(str(exc))})"
+        if parsed.scheme not in NATS_SCHEMES:
+            return (f"scheme {parsed.scheme!r} is not one of "
+                    + ", ".join(f"{s}://" for s in NATS_SCHEMES))
+        if not parsed.hostname:
+            return "no host"
+        if port == 0:
+            return "port 0"
+        if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+            return "a path, query or fragment (a NATS URL is scheme://[user:pass@]host[:port])"
+    return None
+
+
+def nats_installed() -> bool:
+    """Whether the ``nats`` extra (nats-py) can be imported."""
+    try:
+        return importlib.util.find_spec("nats") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_node() -> str:
+    """The default ``federation.node``: this host's name up to its first dot (``web-1``)."""
+    name = socket.gethostname().split(".", 1)[0].strip()
+    name = _SUBJECT_TOKEN_BAD.sub("-", name)[:MAX_NODE_CHARS]
+    return name or "localhost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FederationConfig:
+    """``[federation]``: KernelEvents across a fleet over core NATS (the ``nats`` extra).
+
+    Off while ``nats_url`` is empty. Events go out on ``<prefix>.<node>.<topic>``; see
+    docs/FEDERATION.md.
+    """
+
+    nats_url: str = ""
+    node: str = field(default_factory=default_node)
+    prefix: str = "ron"
+    required: bool = False
+    buffer: int = 1024
+
+
 _SECTIONS: dict[str, type[Any]] = {
     "supervisor": SupervisorConfig,
     "bus": BusConfig,
@@ -174,13 +265,15 @@ _SECTIONS: dict[str, type[Any]] = {
     "observability": ObservabilityConfig,
     "log": LogConfig,
     "shutdown": ShutdownConfig,
+    "workers": WorkersConfig,
+    "federation": FederationConfig,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class _Field:
     key: str
-    kind: str  # duration | int | bool | enum | addr | token
+    kind: str  # duration | int | bool | enum | addr | url | secret | subject
     env: str
     flag: str
     reload: str
@@ -241,7 +334,7 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
     _Field("observability.debug_endpoints", "bool", "RONK_OBS_DEBUG_ENDPOINTS",
            "--obs-debug-endpoints", NEXT_START, f"a boolean: {_BOOL_WORDS}",
            help="serve GET /debug/tasks (loopback peers only)"),
-    _Field("observability.control_token", "token", "RONK_CONTROL_TOKEN",
+    _Field("observability.control_token", "secret", "RONK_CONTROL_TOKEN",
            "--obs-control-token", IMMEDIATE,
            f"empty (control routes off) or {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable "
            "ASCII characters without spaces",
@@ -252,6 +345,32 @@ FIELDS: dict[str, _Field] = {f.key: f for f in (
            "one of trace, debug, info, warn, error", choices=LOG_LEVELS, help="log level"),
     _dur("shutdown.drain_deadline", "RONK_DRAIN_DEADLINE", "--drain-deadline", IMMEDIATE,
          _TINY, "graceful shutdown deadline before stragglers are cancelled"),
+    _Field("workers.count", "int", "RONK_WORKERS", "--workers", NEXT_START,
+           f"an integer from 0 (no worker processes) to {MAX_WORKERS}", lo=0, hi=MAX_WORKERS,
+           help="worker processes that run the app (0: run it in this process)"),
+    _Field("workers.heartbeat_timeout", "duration", "RONK_WORKERS_HEARTBEAT_TIMEOUT",
+           "--workers-heartbeat-timeout", IMMEDIATE,
+           "a duration from 100ms to 24h such as '10s'", lo=timedelta(milliseconds=100),
+           hi=MAX_DURATION, help="a worker whose loop does not answer this long is killed"),
+    _Field("workers.min_ready", "int", "RONK_WORKERS_MIN_READY", "--workers-min-ready",
+           IMMEDIATE, f"an integer from 0 (every worker) to {MAX_WORKERS}", lo=0,
+           hi=MAX_WORKERS, help="ready workers needed for readiness (0: every worker)"),
+    _Field("federation.nats_url", "url", "RONK_FED_NATS_URL", "--fed-nats-url", NEXT_START,
+           "empty (off) or a NATS URL such as nats://127.0.0.1:4222 "
+           "(comma-separated for several servers)",
+           help="publish KernelEvents to NATS and follow the fleet (needs the nats extra)"),
+    _Field("federation.node", "subject", "RONK_FED_NODE", "--fed-node", NEXT_START,
+           f"a node name of 1 to {MAX_NODE_CHARS} characters without '.', '*', '>' or "
+           "whitespace such as web-1", help="this kernel's name in the fleet (default: hostname)"),
+    _Field("federation.prefix", "subject", "RONK_FED_PREFIX", "--fed-prefix", NEXT_START,
+           f"a subject prefix of 1 to {MAX_NODE_CHARS} characters without '.', '*', '>' or "
+           "whitespace such as ron", help="first token of every federation subject"),
+    _Field("federation.required", "bool", "RONK_FED_REQUIRED", "--fed-required", NEXT_START,
+           f"a boolean: {_BOOL_WORDS}",
+           help="fail the start when NATS cannot be reached (default: start and retry)"),
+    _Field("federation.buffer", "int", "RONK_FED_BUFFER", "--fed-buffer", NEXT_START,
+           f"an integer from 1 to {MAX_FED_BUFFER}", lo=1, hi=MAX_FED_BUFFER,
+           help="outbound events held while NATS is slow or away (oldest dropped beyond)"),
 )}
 _BY_ENV = {f.env: f for f in FIELDS.values()}
 _BY_FLAG = {f.flag: f for f in FIELDS.values()}
@@ -275,10 +394,10 @@ class Config(Generic[M]):
         cfg.bus.capacity                 # 8192
         cfg.supervisor.min_backoff       # datetime.timedelta(microseconds=100000)
 
-    Sections: ``supervisor``, ``bus``, ``amnesia``, ``pq``, ``observability``, ``log`` and
-    ``shutdown``. ``version`` is 1 for a first load (and for ``Config()``); each reload applied by
-    :class:`ron_kernel.config.ConfigCell` adds one. Instances are frozen and hashable; build a
-    changed copy with :meth:`from_mapping`.
+    Sections: ``supervisor``, ``bus``, ``amnesia``, ``pq``, ``observability``, ``log``,
+    ``shutdown``, ``workers`` and ``federation``. ``version`` is 1 for a first load (and for
+    ``Config()``); each reload applied by :class:`ron_kernel.config.ConfigCell` adds one.
+    Instances are frozen and hashable; build a changed copy with :meth:`from_mapping`.
 
     Your service's own settings live in the same layers: give a pydantic v2 model or a
     dataclass as ``app=`` and ``cfg.app`` is an instance of it, filled from the file's
@@ -301,6 +420,8 @@ class Config(Generic[M]):
     observability: ObservabilityConfig = field(default_factory=ObservabilityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     version: int = 1
     app: M = field(default=None, hash=False)  # type: ignore[assignment]
 
@@ -822,7 +943,7 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
         raise _Bad(f"got {_type_name(value)}")
     if not isinstance(value, str):
         raise _Bad(f"got {_type_name(value)}")
-    if fld.kind == "token":
+    if fld.kind == "secret":
         # never strip or echo: the reason says what is wrong, the value stays redacted
         if value == "":
             return value
@@ -836,6 +957,18 @@ def _coerce(fld: _Field, raw: Raw) -> Any:
         if word not in fld.choices:
             raise _Bad("not a known value" + _suggest(word, fld.choices))
         return word
+    if fld.kind == "url":
+        url = value.strip()
+        if url:
+            why = check_nats_url(url)
+            if why is not None:
+                raise _Bad(f"not a NATS URL: {why}")
+        return url
+    if fld.kind == "subject":
+        why = check_subject_token(value)
+        if why is not None:
+            raise _Bad(why)
+        return value
     # addr: must always parse; concreteness is a cross-field rule (only with expose_http)
     try:
         parse_addr(value)
@@ -907,6 +1040,12 @@ def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
             f"greater than supervisor.max_backoff = {format_duration(hi)} "
             f"(from {merged['supervisor.max_backoff'].source})",
             "min_backoff <= max_backoff"))
+    count, need = typed.get("workers.count"), typed.get("workers.min_ready")
+    if count and need is not None and need > count:
+        out.append(_problem(
+            "workers.min_ready", need, merged["workers.min_ready"].source,
+            f"greater than workers.count = {count} (from {merged['workers.count'].source})",
+            "at most workers.count (0: every worker)"))
     if typed.get("observability.expose_http") and "observability.addr" in typed:
         host, _ = parse_addr(typed["observability.addr"])
         if binds_every_interface(host):
@@ -916,6 +1055,12 @@ def _cross_field(typed: Mapping[str, Any], merged: Layer) -> list[str]:
                 "not a concrete address while observability.expose_http is true "
                 f"(from {merged['observability.expose_http'].source})",
                 "a specific host such as 127.0.0.1:9909"))
+    if typed.get("federation.nats_url") and not nats_installed():
+        out.append(_problem(
+            "federation.nats_url", typed["federation.nats_url"],
+            merged["federation.nats_url"].source,
+            "federation needs the nats extra, which is not installed",
+            f"{NATS_EXTRA_HINT}, or an empty federation.nats_url"))
     return out
 
 

@@ -20,12 +20,14 @@ from ._config import (
     AmnesiaConfig,
     BusConfig,
     Config,
+    FederationConfig,
     LogConfig,
     M,
     ObservabilityConfig,
     PqConfig,
     ShutdownConfig,
     SupervisorConfig,
+    WorkersConfig,
     format_duration,
     parse_duration,
 )
@@ -47,12 +49,14 @@ __all__ = [
     "ConfigCell",
     "ConfigStatus",
     "ExplainedValue",
+    "FederationConfig",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",
     "ReloadRecord",
     "ShutdownConfig",
     "SupervisorConfig",
+    "WorkersConfig",
     "add_config_arguments",
     "config_argv",
     "explain",
@@ -518,7 +522,26 @@ class ConfigCell(Generic[M]):
             _log.info("config_unchanged", version=old.version, trigger=trigger)
             self._record("unchanged", trigger, requests, started)
             return "unchanged"
-        applied = _config.with_version(candidate, old.version + 1)
+        self._swap(old, _config.with_version(candidate, old.version + 1), changes, started,
+                   trigger, requests)
+        return "applied"
+
+    def _adopt(self, config: Config[M], trigger: str = "parent") -> None:
+        """Make ``config`` current with its own version (package-internal: worker processes).
+
+        A worker applies the snapshot its parent validated, under the parent's version number,
+        so ``ConfigUpdated(version)`` means the same reload in every process. Everything an
+        applied reload does happens (subscribers, the event, the counters, the log line, the
+        reload record), even when the values are unchanged: the version is what moves.
+        """
+        self._reloads += 1
+        self._last_error = None
+        old = self._current
+        self._swap(old, config, _config.diff(old.flat(), config.flat()), time.perf_counter(),
+                   trigger, 1)
+
+    def _swap(self, old: Config[M], applied: Config[M], changes: list[dict[str, str]],
+              started: float, trigger: str, requests: int) -> None:
         self._current = applied
         self._count("applied", started)
         waiting, self._applied = self._applied, None
@@ -537,7 +560,6 @@ class ConfigCell(Generic[M]):
             self._bus.publish(KernelEvent.ConfigUpdated(version=applied.version))
         _log.info("config_updated", version=applied.version, trigger=trigger, changed=changes)
         self._record("applied", trigger, requests, started)
-        return "applied"
 
     def _count(self, outcome: str, started: float) -> None:
         if self._counters is not None:

@@ -55,6 +55,10 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 
+FEDERATION_REJECT_REASONS = ("not_json", "oversized", "unknown_type", "bad_field",
+                             "missing_field", "bad_subject", "subject_mismatch")
+"""The ``reason`` label values of ``federation_rejected_total``."""
+
 # Event-loop lag: 1 ms (timer jitter) .. 10 s (a loop that is stuck).
 LOOP_LAG_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -221,6 +225,45 @@ class KernelCounters:
             "Requests to /control/* by action (release, restart, reload) and outcome (ok, "
             "unauthorized, not_found, conflict, too_large, disabled, rejected, not_allowed, "
             "timeout, shutting_down).", ("action", "outcome"))
+        # Federation (the nats extra, docs/FEDERATION.md). federation_connected has a series only
+        # on a kernel with federation configured: no "down" alert on kernels without it.
+        self.federation_connected = g(
+            "federation_connected", "1 while the kernel is connected to its NATS server.")
+        self.federation_connected.values.clear()
+        self.federation_published_total = c(
+            "federation_published_total", "Local KernelEvents handed to NATS.")
+        self.federation_dropped_total = c(
+            "federation_dropped_total",
+            "Local KernelEvents never handed to NATS (buffer full, NATS away, bus lag).")
+        self.federation_received_total = c(
+            "federation_received_total", "Remote KernelEvents accepted into the fleet view.")
+        self.federation_rejected_total = c(
+            "federation_rejected_total", "Malformed messages on the federation subjects, dropped.",
+            ("reason",), preset=[(r,) for r in FEDERATION_REJECT_REASONS])
+        self.federation_gaps_total = c(
+            "federation_gaps_total", "Remote events missed: gaps in a node's seq.", ("node",))
+        # worker processes (docs/WORKERS.md): every series labelled by pool and worker index
+        worker = ("pool", "worker")
+        self.worker_ready = g(
+            "worker_ready", "1 while a worker process reports ready, else 0.", worker)
+        self.worker_events_relayed_total = c(
+            "worker_events_relayed_total",
+            "Events of a worker's children republished on this kernel's bus.", worker)
+        self.worker_events_lost_total = c(
+            "worker_events_lost_total",
+            "Events a worker dropped because it fell behind or its channel was full.", worker)
+        self.worker_scrape_timeouts_total = c(
+            "worker_scrape_timeouts_total",
+            "Scrapes a worker did not answer in time (its last series were served).", worker)
+        self.worker_metrics_age_seconds = g(
+            "worker_metrics_age_seconds",
+            "Age of the worker series served by the last scrape (0: fresh).", worker)
+        self.worker_kills_total = c(
+            "worker_kills_total", "Worker processes this kernel killed, by reason.",
+            (*worker, "reason"))
+        self.worker_config_rounds_total = c(
+            "worker_config_rounds_total",
+            "Config reloads sent to a pool's workers, by outcome.", ("pool", "outcome"))
 
     def families(self) -> Iterator[LabeledCounter | LabeledHistogram]:
         """Every family except the bus's own, in export order."""

@@ -48,7 +48,12 @@ class Timeout(KernelError):
 
 
 class Canceled(KernelError):
-    """The operation was abandoned because its owner is shutting down."""
+    """The operation was abandoned because its owner is shutting down.
+
+    Raised by ``ChildContext.wait(awaitable)`` when the supervised child is asked to drain: the
+    awaitable is cancelled cleanly and ``Canceled`` is raised in its place (``ctx.sleep()``
+    returns ``False`` instead).
+    """
 
 
 class ConfigError(KernelError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -79,29 +80,53 @@ class KernelEvent:
             raise ValueError(
                 f"KernelEvent JSON must be an object, got {type(data).__name__}"
             )
-        kind = data.get("type")
-        if kind is None:
-            raise ValueError("KernelEvent JSON is missing the field 'type'")
-        variant = _VARIANTS.get(kind) if isinstance(kind, str) else None
-        if variant is None:
-            raise ValueError(
-                f"KernelEvent JSON field 'type' has unknown value {kind!r}; "
-                f"expected one of {sorted(_VARIANTS)}"
-            )
-        args: dict[str, Any] = {}
-        for field, expected in variant._FIELDS:
-            if field not in data:
-                raise ValueError(f"KernelEvent.{kind} JSON is missing the field {field!r}")
-            value = data[field]
-            # bool is a subclass of int: a version of `true` is as wrong as a string.
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(
-                    f"KernelEvent.{kind} JSON field {field!r} must be {expected.__name__}, "
-                    f"got {type(value).__name__}"
-                )
-            args[field] = value
+        return from_mapping(data)
+
+
+class EventDecodeError(ValueError):
+    """A mapping is not a KernelEvent; ``reason`` classifies why (a metric label).
+
+    ``reason`` is ``missing_field`` (no ``type`` or a field of the variant is absent),
+    ``unknown_type`` or ``bad_field`` (a field of the wrong type or out of range).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def from_mapping(data: Mapping[str, Any]) -> KernelEvent:
+    """Build the event a flat INTEROP mapping describes (unknown keys ignored).
+
+    Raises :class:`EventDecodeError` (a ``ValueError``) naming the field.
+    """
+    kind = data.get("type")
+    if kind is None:
+        raise EventDecodeError("missing_field", "KernelEvent JSON is missing the field 'type'")
+    variant = _VARIANTS.get(kind) if isinstance(kind, str) else None
+    if variant is None:
+        raise EventDecodeError(
+            "unknown_type",
+            f"KernelEvent JSON field 'type' has unknown value {printable_value(kind)!r}; "
+            f"expected one of {sorted(_VARIANTS)}")
+    args: dict[str, Any] = {}
+    for field, expected in variant._FIELDS:
+        if field not in data:
+            raise EventDecodeError("missing_field",
+                                   f"KernelEvent.{kind} JSON is missing the field {field!r}")
+        value = data[field]
+        # bool is a subclass of int: a version of `true` is as wrong as a string.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise EventDecodeError(
+                "bad_field",
+                f"KernelEvent.{kind} JSON field {field!r} must be {expected.__name__}, "
+                f"got {type(value).__name__}")
+        args[field] = value
+    try:
         event: KernelEvent = variant(**args)
-        return event
+    except ValueError as exc:  # e.g. a negative ConfigUpdated.version
+        raise EventDecodeError("bad_field", str(exc)) from None
+    return event
 
 
 def _variant(cls: type[Any]) -> Any:

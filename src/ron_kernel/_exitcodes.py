@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE",
+           "EXIT_WORKER_START"]
 
 EXIT_OK: Final = 0
 """Success: the kernel drained and stopped, the config is valid, ``tail`` saw ``Shutdown``; also
@@ -21,6 +22,10 @@ EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 """A usage error: an unknown command or flag, a missing value, a malformed ``--app`` (as
 ``argparse`` and the shell convention have it)."""
+
+EXIT_WORKER_START: Final = 3
+"""A worker process could not start its app: the import, the factory or the kernel's start
+failed (it told its parent why first; the parent reports ``exit: status 3: <why>``)."""
 
 EXIT_INTERRUPTED: Final = 130
 """Interrupted: 128 + SIGINT (2), the shell's status for Ctrl-C: ``run`` interrupted before the

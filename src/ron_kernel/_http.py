@@ -53,6 +53,15 @@ class Exporter(Protocol):
         """Every other collector in text format."""
         ...
 
+    @property
+    def has_scrape_sources(self) -> bool:
+        """Whether other processes' series are merged in (text format only, then)."""
+        ...
+
+    async def scrape_text(self) -> bytes:
+        """Everything, in the text format 0.0.4 (sources merged in)."""
+        ...
+
 # Request heads are tiny for these endpoints; anything near aiohttp's default 8 KiB line limit
 # is a client bug or an attack.
 MAX_LINE_SIZE = 4096
@@ -60,6 +69,8 @@ MAX_FIELD_SIZE = 4096
 MAX_HEADERS = 64
 
 _JSON = "application/json"
+TEXT_FORMAT = choose_encoder("")[1]
+"""The content type of the text format 0.0.4 (what ``/metrics`` answers by default)."""
 
 
 class _ServerLog:
@@ -176,11 +187,12 @@ def build_app(metrics: Exporter, *, extra_routes: Sequence[tuple[str, str, Handl
     async def metrics_handler(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         with kernel_span("metrics", "scrape"):
-            if content_type.startswith("text/plain"):
-                # Kernel series: the direct writer, ~1-2 ms at 2,000 series, on the loop (it
-                # reads loop-owned dicts). Other collectors: prometheus_client in a thread.
-                kernel = metrics.render_kernel_text().encode()
-                body = kernel + await asyncio.to_thread(metrics.render_others)
+            if content_type.startswith("text/plain") or metrics.has_scrape_sources:
+                # Kernel series: the direct writer, on the loop (it reads loop-owned dicts; its
+                # time is in docs/PERFORMANCE.md, Targets). Other collectors: prometheus_client
+                # in a thread. Worker processes' series are merged in by family (text only).
+                body = await metrics.scrape_text()
+                content_type = TEXT_FORMAT
             else:
                 # OpenMetrics is rarer: all of it in a worker thread (the kernel collector
                 # copies its dicts atomically, see _KernelCollector).

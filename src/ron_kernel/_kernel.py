@@ -5,29 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import FrameType, TracebackType
 from typing import Any, Generic, cast
 
 from ._app_config import check_model as check_app_model
+from ._appspec import spec_of
 from ._bus import Bus
 from ._config import Config, M
 from ._config_cell import ConfigCell
 from ._control import control_routes
 from ._events import KernelEvent
 from ._exitcodes import EXIT_INTERRUPTED
+from ._federation import Federation
+from ._fleet import Fleet
 from ._health import HealthState
 from ._kernel_http import debug_tasks_handler, events_handler, status_handler
+from ._listen import ListenSockets
 from ._logging import configure_from_config, get_logger, loop_exception_handler
 from ._loop_health import LoopHealth
 from ._metrics import Metrics
 from ._plain_signals import exit_now, in_main_thread, install_plain
 from ._signals import wait_for_ctrl_c
+from ._snapshot import model_spec
 from ._supervisor import Supervisor
 from ._supervisor_child import ChildContext, current_child
 from ._supervisor_policy import RestartType
+from ._ui import ui_routes
+from ._workers import WorkerPool
 
 __all__ = ["EXIT_SECOND_SIGNAL", "STREAM_FLUSH_GRACE", "Kernel"]
 
@@ -38,6 +47,9 @@ STREAM_FLUSH_GRACE = 1.0
 """Seconds ``/events`` clients get to receive the last events once the bus is closed."""
 
 _log = get_logger("kernel")
+_POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+OVERSUBSCRIBED = 4
+"""``workers.count`` above this many per CPU logs the warning ``workers_oversubscribed``."""
 
 
 class Kernel(Generic[M]):
@@ -48,7 +60,7 @@ class Kernel(Generic[M]):
     :class:`~ron_kernel.HealthState` (which requires ``config`` and ``bus_attached``), the root
     :class:`~ron_kernel.supervisor.Supervisor`, the logging setup and, when
     ``observability.expose_http`` is on, the HTTP server (``/metrics``, ``/healthz``,
-    ``/readyz``, ``/status``, ``/events``).
+    ``/readyz``, ``/status``, ``/events``, the status page ``/ui``).
 
     With ``config=None`` the config is loaded from ``path``/``env``/``argv`` exactly like
     :meth:`Config.load`; reloads recompute it from the same sources. Pass a ``Config`` to use it
@@ -68,6 +80,11 @@ class Kernel(Generic[M]):
     """The current config and its reload triggers."""
     http_addr: tuple[str, int] | None
     """``(host, port)`` actually bound, once the HTTP server is up."""
+    listeners: ListenSockets
+    """The named listening sockets (:meth:`listen`), shared with children and workers."""
+    fleet: Fleet
+    """The other kernels' events (``federation.nats_url``): ``fleet.subscribe()`` gives
+    ``(node, KernelEvent)`` pairs. Kept apart from :attr:`bus`; empty without federation."""
 
     def __init__(self, config: Config[M] | None = None, *,
                  app_config: type[M] | None = None,
@@ -92,16 +109,27 @@ class Kernel(Generic[M]):
         self.bus: Bus[KernelEvent] = Bus(config.bus.capacity, metrics=self.metrics)
         self.config_cell = ConfigCell(config, path=path, env=env, argv=argv, bus=self.bus,
                                       metrics=self.metrics, app=app_config)
+        self.listeners = ListenSockets()
         # Children read ctx.config through the cell, so they see every applied reload.
         self.supervisor = Supervisor.from_config(
             config, bus=self.bus, metrics=self.metrics, health=health,
             config=self.config_cell.get, config_changes=self.config_cell.changes,
-            request_shutdown=self.request_shutdown)
+            request_shutdown=self.request_shutdown,
+            listen_socket=lambda name: self.listeners.dup(name))
+        fed = config.federation
+        self.fleet = Fleet(own_node=fed.node, prefix=fed.prefix, capacity=config.bus.capacity,
+                           counters=self.metrics.counters)
+        # composed only when configured: without a URL nothing of NATS is loaded or started
+        self._federation: Federation | None = (
+            Federation(fed, bus=self.bus, fleet=self.fleet, counters=self.metrics.counters)
+            if fed.nats_url else None)
         self._loop_health = LoopHealth(
             self.metrics.counters,
             threshold=config.observability.loop_block_threshold.total_seconds(),
         ) if loop_health else None
         self.http_addr: tuple[str, int] | None = None
+        self._pools: dict[str, WorkerPool] = {}
+        self._serve_http = True  # a worker process's kernel serves nothing
         self._watch_config = watch_config
         self._handle_sighup = handle_sighup
         self._http_task: asyncio.Task[None] | None = None
@@ -136,6 +164,73 @@ class Kernel(Generic[M]):
         """
         self.supervisor.add(name, fn, restart=restart, depends_on=depends_on, **options)
 
+    def listen(self, name: str, addr: str, *, allow_unspecified: bool = False) -> socket.socket:
+        """Bind the listening socket ``name`` on ``addr`` (``"host:port"``) once; return it.
+
+        Children get it with ``ctx.listen_socket(name)`` (a duplicate they own); every worker
+        process of :meth:`supervise_workers` inherits it, so N workers accept on one port.
+        Port 0 picks a free port (``sock.getsockname()``, ``/status`` show it). The same name
+        and address again returns the same socket. An address that binds every interface is
+        refused unless ``allow_unspecified=True`` (as for the observability address). In a
+        worker process the parent binds it (once, for every worker). Raises ``ValueError``
+        (bad name or address, every interface, name already bound elsewhere) or ``OSError``
+        naming the address (address in use, permission).
+        """
+        return self.listeners.bind(name, addr, allow_unspecified=allow_unspecified)
+
+    def supervise_workers(self, name: str, app: str | Callable[..., Any], *,
+                          count: int | None = None, restart: RestartType = "permanent",
+                          **options: Any) -> None:
+        """Run ``app`` in ``count`` worker processes, supervised as children ``name/0`` ...
+
+        ``app`` is ``"module:factory"`` (or a module-level function): each worker process
+        imports it and calls it with its own kernel, as ``ron-kernel run --app`` does. Worker
+        ``i`` is the root supervisor's child ``f"{name}/{i}"``, with the same restart policy
+        as any child (``restart`` and ``**options`` as :meth:`supervise`). ``count`` defaults
+        to ``workers.count``. Workers get this kernel's validated config (and every applied
+        reload, all or none), its listening sockets, and send back their events (as
+        ``name/i/<child>``), readiness (``workers.min_ready``), heartbeats
+        (``workers.heartbeat_timeout``) and metrics (labels ``pool``, ``worker``).
+        See docs/WORKERS.md. Raises ``ValueError`` for a bad name or count, an app spec that
+        is not ``module:attribute``, or an app config model another process cannot import.
+        """
+        if not isinstance(name, str) or not _POOL_NAME.fullmatch(name):
+            raise ValueError(f"worker pool name must be 1 to 64 letters, digits, '_', '.' or "
+                             f"'-', got {name!r}")
+        if name in self._pools:
+            raise ValueError(f"duplicate worker pool name {name!r}")
+        spec = app if isinstance(app, str) else spec_of(app, what="worker app")
+        module, sep, attr = spec.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"worker app must be 'module:factory', got {spec!r}")
+        cfg = self.config
+        if count is None:
+            count = cfg.workers.count
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1 \
+                or count > 1024:
+            raise ValueError(f"worker count must be an int from 1 to 1024 (workers.count is "
+                             f"{cfg.workers.count}), got {count!r}")
+        if cfg.workers.min_ready > count:
+            raise ValueError(f"workers.min_ready ({cfg.workers.min_ready}) is greater than "
+                             f"the {count} workers of pool {name!r}")
+        model_spec(type(cfg.app) if cfg.app is not None else None)  # importable by workers?
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        if count > OVERSUBSCRIBED * cpus:
+            _log.warning("workers_oversubscribed", pool=name, workers=count, cpus=cpus,
+                         reason=f"more than {OVERSUBSCRIBED} worker processes per CPU")
+        pool = WorkerPool(name, spec, count, bus=self.bus, counters=self.metrics.counters,
+                          health=self.health, config=self.config_cell.get,
+                          listeners=self.listeners, request_shutdown=self.request_shutdown,
+                          rollback=self.config_cell.reload)
+        options.setdefault("shutdown_timeout", cfg.shutdown.drain_deadline)
+        for index in range(count):
+            self.supervisor.add(f"{name}/{index}", pool.child(index), restart=restart,
+                                **options)
+        self._pools[name] = pool
+        self._undo.append(self.config_cell.subscribe(pool.on_config))
+        self._undo.append(self.metrics.add_scrape_source(pool.scrape))
+
     def request_shutdown(self, reason: str = "") -> None:
         """Ask the kernel to drain and stop; returns at once (safe from a child, sync).
 
@@ -156,14 +251,17 @@ class Kernel(Generic[M]):
         host, port = self.http_addr
         base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         return {name: f"{base}/{name}" for name in
-                ("metrics", "healthz", "readyz", "status", "events")} | {"base": base}
+                ("metrics", "healthz", "readyz", "status", "events", "ui")} | {"base": base}
 
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` answers: config (version, watcher, last reload), readiness,
-        children, bus statistics, loop health.
+        children, bus statistics, mailboxes, loop health, federation (URL redacted) and the
+        fleet's nodes.
 
         ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
         last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
+        ``mailboxes`` lists name, depth and capacity of the mailboxes counted by the kernel's
+        metrics.
         """
         cfg = self.config
         now = time.monotonic()
@@ -173,11 +271,25 @@ class Kernel(Generic[M]):
             "config_version": cfg.version,
             "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
-            "supervisor": self.supervisor.snapshot(),
+            "supervisor": self._tree(),
             "bus": self.bus.stats().as_dict(),
+            "mailboxes": [{"name": m.name, "depth": len(m), "capacity": m.capacity}
+                          for m in self.metrics.counters.mailboxes()],
+            "federation": (self._federation.status() if self._federation is not None
+                           else {"enabled": False}),
+            "fleet": self.fleet.status(),
             "loop": (self._loop_health.snapshot() if self._loop_health is not None
                      else {"enabled": False}),
+            "listen": self.listeners.status(),
+            "workers": {name: pool.status() for name, pool in self._pools.items()},
         }
+
+    def _tree(self) -> dict[str, Any]:
+        """The root supervisor's snapshot, each worker's own children under its entry."""
+        tree: dict[str, Any] = dict(self.supervisor.snapshot())
+        for pool in self._pools.values():
+            pool.annotate(tree)
+        return tree
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,8 +326,11 @@ class Kernel(Generic[M]):
         if self._watch_config:  # a missing directory is waited for (watcher state says so)
             self._watch_task = self.config_cell.start_watching()
         try:
+            if self._federation is not None:
+                # before the children start: their first Health events are federated too
+                await self._federation.start()
             await self.supervisor.start()
-            if cfg.observability.expose_http:
+            if cfg.observability.expose_http and self._serve_http:
                 routes = [("GET", "/status", status_handler(self.status)),
                           ("GET", "/events", events_handler(self.bus, self._streams,
                                                              self.metrics.counters))]
@@ -227,6 +342,7 @@ class Kernel(Generic[M]):
                     token=lambda: self.config.observability.control_token,
                     supervisor=self.supervisor, reloader=self.config_cell,
                     counters=self.metrics.counters)
+                routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)
         except BaseException:
@@ -280,7 +396,8 @@ class Kernel(Generic[M]):
         Order: readiness turns 503 (``shutting_down``), ``KernelEvent.Shutdown`` is published
         (every subscriber receives it), the supervisor drains within ``deadline`` (default
         ``shutdown.drain_deadline``) plus its short abandon grace, reload triggers stop, the bus
-        closes (``/events`` streams send what is left and end), and the HTTP server stops last.
+        closes (``/events`` streams send what is left and end), federation sends its last
+        events and closes its connection (bounded), and the HTTP server stops last.
         Always returns; idempotent and safe to call concurrently. Called from a supervised
         child (or a task it started) it cannot wait for the drain that waits for that child:
         it requests the shutdown (:meth:`request_shutdown`) and returns at once.
@@ -304,14 +421,22 @@ class Kernel(Generic[M]):
                       deadline_s=deadline if deadline is not None
                       else self.config.shutdown.drain_deadline.total_seconds())
         await self.supervisor.shutdown(deadline)
+        for pool in self._pools.values():
+            await pool.close()
         for undo in reversed(self._undo):
             undo()
         self._undo.clear()
+        self.listeners.close()
         if self._watch_task is not None:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.bus.close()
+        if self._federation is not None:
+            # after the bus closed: the pump drains every last event (Shutdown too), the
+            # sender hands them over and the connection is flushed, within FLUSH_GRACE
+            await self._federation.stop()
+        self.fleet.close()
         if self._streams:
             # Give /events clients a moment to receive Shutdown and the end of the stream.
             await asyncio.wait(set(self._streams), timeout=STREAM_FLUSH_GRACE)

@@ -333,6 +333,11 @@ def reset_logging() -> None:
     _settings.explicit = False
 
 
+def set_service(service: str) -> None:
+    """Set the ``service`` field of every following line (a worker process names itself)."""
+    _settings.service = str(service)
+
+
 def set_amnesia(on: bool) -> None:
     """Change the ``amnesia`` field of every following log line."""
     _settings.amnesia = bool(on)

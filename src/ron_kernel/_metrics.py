@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -28,12 +27,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from ._counters import KernelCounters, LabeledGauge, LabeledHistogram
+from ._exposition import merge
 from ._health import HealthState
 from ._http import Handler, serve_metrics
 from ._version import __version__
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+ScrapeSource = Callable[[], Awaitable[Sequence[str]]]
+"""An async source of more exposition text for each scrape (worker processes' series)."""
 
 
 class Metrics:
@@ -65,6 +65,7 @@ class Metrics:
         self._collector = _KernelCollector(self)
         self.registry.register(self._collector)
         ProcessCollector(registry=self.registry)
+        self._sources: list[ScrapeSource] = []
 
     @property
     def health(self) -> HealthState:
@@ -97,10 +98,10 @@ class Metrics:
     def render(self) -> bytes:
         """Return the Prometheus text exposition (format 0.0.4) of everything registered.
 
-        Synchronous. The kernel's own series are written by a direct text writer (about 1 ms at
-        2,000 series, cached label strings); other collectors on ``registry`` (process metrics,
-        your own) go through ``prometheus_client``. ``/metrics`` runs that second part in a
-        worker thread.
+        Synchronous. The kernel's own series are written by a direct text writer (cached label
+        strings; its time at 2,000 series is in docs/PERFORMANCE.md, Targets); other collectors
+        on ``registry`` (process metrics, your own) go through ``prometheus_client``.
+        ``/metrics`` runs that second part in a worker thread.
         """
         flavor = _running_flavor()
         if flavor is not None:
@@ -143,10 +144,60 @@ class Metrics:
             self._served = False
             raise
 
+    # ------------------------------------------------------------- scrape sources
+
+    def add_scrape_source(self, source: ScrapeSource) -> Callable[[], None]:
+        """Merge what ``source()`` returns into every ``/metrics`` scrape; returns a remover.
+
+        ``source`` is an async callable returning exposition texts (format 0.0.4) -- the kernel
+        registers one per worker pool, answering with each worker's series. The texts are
+        merged family by family with this process's own (:meth:`scrape_text`). A source bounds
+        its own time; one that raises is skipped and counted
+        (``observer_errors_total{observer="scrape_source"}``). While a source is registered
+        ``/metrics`` answers in the text format 0.0.4 whatever the ``Accept`` header asks.
+        """
+        self._sources.append(source)
+
+        def remove() -> None:
+            if source in self._sources:
+                self._sources.remove(source)
+
+        return remove
+
+    @property
+    def has_scrape_sources(self) -> bool:
+        """Whether any scrape source is registered (see :meth:`add_scrape_source`)."""
+        return bool(self._sources)
+
+    async def scrape_text(self) -> bytes:
+        """What ``/metrics`` serves in the text format: :meth:`render` plus every source.
+
+        The kernel series are written on the loop, the other collectors in a worker thread,
+        the sources are awaited together; families that several texts share appear once.
+        """
+        flavor = _running_flavor()
+        if flavor is not None:
+            self._runtime_flavor = flavor
+        own = self.render_kernel_text().encode() + await asyncio.to_thread(self.render_others)
+        if not self._sources:
+            return own
+        found = await asyncio.gather(*(source() for source in list(self._sources)),
+                                     return_exceptions=True)
+        texts = [own.decode()]
+        for result in found:
+            if isinstance(result, BaseException):
+                self._counters.observer_errors_total.inc("scrape_source")
+                continue
+            texts.extend(result)
+        return merge(texts).encode()
+
     # ------------------------------------------------------------- rendering
 
     def render_kernel_text(self) -> str:
         """The kernel series in text format 0.0.4, byte-identical to generate_latest's output."""
+        flavor = _running_flavor()
+        if flavor is not None:
+            self._runtime_flavor = flavor
         collector = self._collector
         out: list[str] = []
         prefixes = self._prefixes
@@ -179,6 +230,15 @@ class Metrics:
         _skip_kernel.active = True
         try:
             return generate_latest(self.registry)
+        finally:
+            _skip_kernel.active = False
+
+    def collect_others(self) -> list[Metric]:
+        """The families of every collector of ``registry`` except the kernel's (what
+        :meth:`render_others` renders), for a writer of one's own (a worker process's)."""
+        _skip_kernel.active = True
+        try:
+            return list(self.registry.collect())
         finally:
             _skip_kernel.active = False
 

@@ -48,6 +48,18 @@ def is_secret_name(name: object) -> bool:
     Dotted config keys are judged by their last part (``auth.api_token`` -> ``api_token``).
     """
     text = str(name)
+    known = _JUDGED.get(text)
+    if known is None:
+        known = _judge(text)
+        if len(_JUDGED) < 4096:  # names repeat (log fields, config keys): judge each once
+            _JUDGED[text] = known
+    return known
+
+
+_JUDGED: dict[str, bool] = {}
+
+
+def _judge(text: str) -> bool:
     if text in KERNEL_FIELDS:
         return False
     last = text.rsplit(".", 1)[-1]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
+import socket
 import sys
 import time
 import warnings
@@ -19,10 +21,12 @@ from ._supervisor_child import (
     ChildFn,
     ChildInfo,
     ChildRecord,
+    NotAwaitableChild,
     Pending,
     crash_reason,
+    format_traceback,
     is_fatal,
-    run_child,
+    set_current_child,
     trimmed_traceback,
 )
 from ._supervisor_policy import (
@@ -92,6 +96,8 @@ class Supervisor:
         quarantine_cooldown: after this long a quarantined child gets one probe start; it
             leaves quarantine if it stays up ``reset_after``, or goes back with the cool-down
             doubled (at most 1 h). ``0`` (default) keeps quarantine until :meth:`release`.
+        listen_socket: what ``ctx.listen_socket(name)`` calls (the kernel's named listening
+            sockets); by default children have none.
 
     Bad values raise ``ValueError``/``TypeError`` here, never at crash time.
     """
@@ -114,6 +120,7 @@ class Supervisor:
         config_changes: Callable[[], AsyncIterator[Any]] | None = None,
         request_shutdown: Callable[[str], None] | None = None,
         quarantine_cooldown: timedelta | float = 0.0,
+        listen_socket: Callable[[str], socket.socket] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"supervisor name must be a non-empty str, got {name!r}")
@@ -147,6 +154,7 @@ class Supervisor:
             config if callable(config) else (lambda: config) if config is not None else None)
         self._config_changes = config_changes
         self._request_shutdown = request_shutdown
+        self._listen_socket = listen_socket
         self._children: dict[str, ChildRecord] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -350,6 +358,8 @@ class Supervisor:
             self._config_changes = ctx._changes
         if self._request_shutdown is None:
             self._request_shutdown = ctx._request_shutdown
+        if self._listen_socket is None:
+            self._listen_socket = ctx._listen
         await self.start()
         ctx.ready()
         try:
@@ -455,7 +465,7 @@ class Supervisor:
         """Per child: state, restarts, restarts in the window, last reason/traceback, uptime...
 
         A plain, JSON-serialisable dict (see :class:`ChildInfo`), in the order children were
-        added.
+        added; a nested supervisor's entry carries its own snapshot under ``children``.
         """
         now = self._now()
         wall_offset = time.time() - now
@@ -482,6 +492,9 @@ class Supervisor:
                                                                           "probing")
                                         and child.cooldown else None),
             }
+            if isinstance(child.fn, Supervisor):
+                out[child.name]["strategy"] = child.fn.strategy
+                out[child.name]["children"] = child.fn.snapshot()
         return out
 
     def __repr__(self) -> str:
@@ -517,7 +530,7 @@ class Supervisor:
             child.name, bus=self._bus, config_source=self._config_source, health=health,
             on_ready=on_ready, changes=self._config_changes,
             request_shutdown=self._request_shutdown or self._shutdown_soon,
-            depends_on=child.depends_on)
+            depends_on=child.depends_on, listen_socket=self._listen_socket)
         child.ctx = ctx
         child.stopping = False
         child.pending = None
@@ -555,8 +568,16 @@ class Supervisor:
     async def _run(self, child: ChildRecord, ctx: ChildContext[Any]) -> None:
         if not child.probing:
             child.state = "running"
+        set_current_child(ctx.name)  # this task's own context: set once, never reset
         try:
-            await run_child(child.fn, ctx)
+            # Called and awaited here, in this one frame: every frame of a crash's traceback
+            # costs its formatting (Python 3.11 compiles the line for its caret marks).
+            result = child.fn(ctx)
+            if not inspect.isawaitable(result):
+                raise NotAwaitableChild(
+                    f"child {ctx.name!r} returned {type(result).__name__}, not an awaitable: "
+                    "make it `async def` (or a callable returning a coroutine)")
+            await result
         except (SystemExit, KeyboardInterrupt) as exc:
             # A child cannot end the process: it is a crash of that child (docs/DECISIONS.md).
             raise ChildExit(exc) from exc
@@ -592,7 +613,8 @@ class Supervisor:
             return
         reason = crash_reason(exc)
         child.last_reason = reason
-        child.last_traceback = trimmed_traceback(exc) if exc is not None else None
+        text = format_traceback(exc) if exc is not None else None
+        child.last_traceback = trimmed_traceback(exc, text) if exc is not None else None
         # 1. The decision, in plain code that touches no observer.
         quarantine_reason: str | None = None
         delay: float | None = None
@@ -628,16 +650,16 @@ class Supervisor:
             self._observe("bus", self._bus.publish,
                           KernelEvent.ServiceCrashed(service=name, reason=reason))
         if quarantine_reason is not None:
-            self._report_quarantine(child, quarantine_reason, exc)
+            self._report_quarantine(child, quarantine_reason, text)
         elif delay is None:
             self._observe("log", _log.error, "service_crashed", child=name,
                           supervisor=self.name, reason=reason, restart="temporary",
-                          restarts=child.restarts, exc_info=exc)
+                          restarts=child.restarts, exception=text)
         else:
             self._observe("log", _log.error, "service_crashed", child=name,
                           supervisor=self.name, reason=reason, restarts=child.restarts,
                           restarts_in_window=child.window.count(now),
-                          backoff_ms=round(delay * 1e3, 3), exc_info=exc)
+                          backoff_ms=round(delay * 1e3, 3), exception=text)
 
     def _enter_quarantine(self, child: ChildRecord) -> None:
         child.state = "quarantined"
@@ -695,8 +717,7 @@ class Supervisor:
         if self._counters is not None:
             self._counters.supervisor_quarantine_probes_total.inc(name, outcome)
 
-    def _report_quarantine(self, child: ChildRecord, reason: str,
-                           exc: BaseException | None) -> None:
+    def _report_quarantine(self, child: ChildRecord, reason: str, text: str | None) -> None:
         health = self._health
         # One Health(ok=False) per quarantine: when the crash already turned this child's
         # readiness false through a HealthState publishing on the same bus, that was it.
@@ -707,7 +728,7 @@ class Supervisor:
         self._observe("log", _log.error, "service_quarantined", child=child.name,
                       supervisor=self.name, reason=reason, restarts=child.restarts,
                       restart_cap=self._restart_cap, restart_window_s=self._restart_window,
-                      exc_info=exc)
+                      exception=text)
 
     def _observe(self, observer: str, report: Callable[..., object], *args: Any,
                  **fields: Any) -> None:

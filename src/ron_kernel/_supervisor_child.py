@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import socket
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypedDict
+from typing import TYPE_CHECKING, Any, Generic, NotRequired, TypedDict
 
 from typing_extensions import TypeVar
 
@@ -47,6 +48,8 @@ class ChildContext(Generic[C]):
     * :meth:`config_changes` — each applied reload, as an async iterator.
     * :meth:`request_shutdown` — ask the kernel to drain (returns at once).
     * :meth:`time_left` — seconds left to drain once shutdown was requested.
+    * :meth:`listen_socket` — a listening socket the kernel bound (``kernel.listen``), shared
+      with every worker process.
     """
 
     name: str
@@ -61,6 +64,7 @@ class ChildContext(Generic[C]):
         "_changes",
         "_config_source",
         "_health",
+        "_listen",
         "_loop",
         "_on_ready",
         "_request_shutdown",
@@ -78,7 +82,8 @@ class ChildContext(Generic[C]):
                  on_ready: Callable[[bool], None] | None = None,
                  changes: Callable[[], AsyncIterator[C]] | None = None,
                  request_shutdown: Callable[[str], None] | None = None,
-                 depends_on: tuple[str, ...] = ()) -> None:
+                 depends_on: tuple[str, ...] = (),
+                 listen_socket: Callable[[str], socket.socket] | None = None) -> None:
         self.name = name
         self.shutdown = asyncio.Event()
         self.depends_on = depends_on
@@ -88,6 +93,7 @@ class ChildContext(Generic[C]):
         self._on_ready = on_ready
         self._changes = changes
         self._request_shutdown = request_shutdown
+        self._listen = listen_socket
         self._stop_by: float | None = None
         self._waiting: list[asyncio.Task[Any]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,6 +218,20 @@ class ChildContext(Generic[C]):
             raise RuntimeError(f"child {self.name!r}: nothing to ask for a shutdown")
         self._request_shutdown(reason or f"requested by child {self.name!r}")
 
+    def listen_socket(self, name: str) -> socket.socket:
+        """The listening socket ``kernel.listen(name, addr)`` bound, as a duplicate you own.
+
+        The kernel keeps the original, and worker processes inherit it: every worker accepts
+        on the same port. Serve on the duplicate and close it when done -- aiohttp does both
+        with ``web.SockSite(runner, ctx.listen_socket("web"))`` -- so a restarted child gets a
+        fresh one. Raises ``KeyError`` naming the known sockets for an unknown name, and
+        ``RuntimeError`` under a supervisor without a kernel.
+        """
+        if self._listen is None:
+            raise RuntimeError(f"child {self.name!r}: no listening sockets here (run it under "
+                               "a Kernel and bind them with kernel.listen(name, addr))")
+        return self._listen(name)
+
     def _request_stop(self, stop_by: float) -> None:
         if self._stop_by is None or stop_by < self._stop_by:
             self._stop_by = stop_by
@@ -233,7 +253,8 @@ class ChildInfo(TypedDict):
     ``next_probe_at`` are wall-clock Unix times (``None`` unless a restart, or a quarantine
     probe, is scheduled); ``last_traceback`` keeps the last 20 lines / 4 KB; ``depends_on``
     lists the siblings it starts after; ``quarantine_cooldown`` is the current cool-down in
-    seconds while quarantined with probes on.
+    seconds while quarantined with probes on. A child that is itself a supervisor also has
+    ``strategy`` and ``children`` (its own snapshot), so the whole tree is one value.
     """
 
     name: str
@@ -249,6 +270,8 @@ class ChildInfo(TypedDict):
     depends_on: list[str]
     next_probe_at: float | None
     quarantine_cooldown: float | None
+    strategy: NotRequired[str]
+    children: NotRequired[dict[str, ChildInfo]]
 
 
 ChildFn = Callable[[ChildContext[Any]], Awaitable[None]]
@@ -258,41 +281,56 @@ class NotAwaitableChild(TypeError):
     """A child callable returned something that cannot be awaited (a plain ``def``?)."""
 
 
-async def run_child(fn: Callable[[ChildContext[Any]], Awaitable[None]],
-                    ctx: ChildContext[Any]) -> None:
-    """Call ``fn(ctx)`` and await what it returns.
+def format_traceback(exc: BaseException) -> str:
+    """``exc``'s whole formatted traceback, always encodable; never raises.
 
-    ``async def`` functions, lambdas and partials returning a coroutine, and objects with an
-    async ``__call__`` all work. A result that is not awaitable raises
-    :class:`NotAwaitableChild` (the supervisor quarantines the child at once: it cannot get
-    better by restarting).
+    Formatted once per crash: the log line carries it whole (capped by the logger) and
+    ``/status`` keeps its tail (:func:`trimmed_traceback`).
     """
-    _current_child.set(ctx.name)  # this task's own context: set once, never reset
-    result = fn(ctx)
-    if not inspect.isawaitable(result):
-        raise NotAwaitableChild(
-            f"child {ctx.name!r} returned {type(result).__name__}, not an awaitable: make it "
-            "`async def` (or a callable returning a coroutine)")
-    await result
-
-
-def trimmed_traceback(exc: BaseException) -> str:
-    """The tail of ``exc``'s formatted traceback: at most 20 lines and 4 KB, always encodable."""
+    if isinstance(exc, ChildFailure):
+        # where it really failed (a worker process's own traceback), or just how it ended:
+        # the frames of the parent's relay would say nothing about it
+        return printable((exc.detail or exc.reason).rstrip("\n"))
     try:
-        lines = "".join(traceback.format_exception(exc)).splitlines()
-    except Exception:
+        return printable("".join(traceback.format_exception(exc)).rstrip("\n"))
+    except Exception:  # a traceback that cannot be formatted is no reason to stop supervising
         return f"<traceback of {type(exc).__name__} could not be formatted>"
-    text = "\n".join(lines[-TRACEBACK_LINES:])
-    return printable(text[-TRACEBACK_CHARS:])
+
+
+def trimmed_traceback(exc: BaseException, text: str | None = None) -> str:
+    """The tail of ``exc``'s formatted traceback (or of ``text``): at most 20 lines and 4 KB."""
+    full = format_traceback(exc) if text is None else text
+    tail = "\n".join(full.splitlines()[-TRACEBACK_LINES:])
+    return tail[-TRACEBACK_CHARS:]
 
 
 _current_child: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "ron_kernel_current_child", default=None)
 
 
+def set_current_child(name: str) -> None:
+    """Mark the running task (and the tasks it starts) as belonging to child ``name``."""
+    _current_child.set(name)
+
+
 def current_child() -> str | None:
     """The supervised child the running code belongs to (tasks it starts inherit it)."""
     return _current_child.get()
+
+
+class ChildFailure(Exception):
+    """A child's crash with an exact reason, raised by the kernel's own children.
+
+    ``crash_reason`` reports ``reason`` as it is (``"exit: signal 9 (SIGKILL)"``,
+    ``"heartbeat timeout"``) instead of ``"panic: <type>: <message>"``; ``detail`` is what the
+    crash log line and ``/status`` show as the traceback (a worker process's own, when it sent
+    one; else the reason).
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
 
 
 class ChildExit(Exception):
@@ -337,6 +375,8 @@ def crash_reason(exc: BaseException | None) -> str:
         return "exited"
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
+    if isinstance(exc, ChildFailure):
+        return cap(printable(exc.reason))
     if isinstance(exc, ChildExit):
         exc = exc.exit
     message = _safe_str(exc)

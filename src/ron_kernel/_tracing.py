@@ -58,28 +58,45 @@ def use_tracer_provider(provider: Any) -> None:
 def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
     """A span called ``name`` with ``attributes``, as a context manager yielding the span.
 
-    A no-op costing one call when opentelemetry-api is not installed. The bound ``corr_id``
-    (see :func:`ron_kernel.logging.bind_corr_id`) is added as the ``corr_id`` attribute.
-    Exceptions are recorded on the span and re-raised.
+    A no-op costing one call when opentelemetry-api is not installed, or when no tracer
+    provider was configured (OpenTelemetry's global provider is still its proxy): nothing would
+    record the span. The bound ``corr_id`` (see :func:`ron_kernel.logging.bind_corr_id`) is
+    added as the ``corr_id`` attribute. Exceptions are recorded on the span and re-raised.
     """
-    if _otel_trace is None:
+    tracer = _tracer()
+    if tracer is None:
         return _NO_SPAN
-    return _real_span(name, attributes)
+    return _real_span(tracer, name, attributes)
 
 
 def kernel_span(component: str, operation: str, **attributes: Any) -> AbstractContextManager[Any]:
     """The kernel's own spans: ``kernel.<component>.<operation>`` (see :func:`span`)."""
-    if _otel_trace is None:
+    tracer = _tracer()
+    if tracer is None:
         return _NO_SPAN
-    return _real_span(f"kernel.{component}.{operation}", attributes)
+    return _real_span(tracer, f"kernel.{component}.{operation}", attributes)
+
+
+_tracers: dict[int, tuple[Any, Any]] = {}  # id(provider) -> (provider, tracer)
+
+
+def _tracer() -> Any:
+    """The tracer of the configured provider (cached), or ``None`` when spans go nowhere."""
+    if _otel_trace is None:
+        return None
+    provider = _provider if _provider is not None else _otel_trace.get_tracer_provider()
+    if isinstance(provider, _otel_trace.ProxyTracerProvider):
+        return None  # no SDK configured yet: a span would cost ~0.1 ms and record nothing
+    cached = _tracers.get(id(provider))
+    if cached is None or cached[0] is not provider:
+        cached = _tracers[id(provider)] = (provider, provider.get_tracer("ron_kernel"))
+    return cached[1]
 
 
 @contextmanager
-def _real_span(name: str, attrs: dict[str, Any]) -> Iterator[Any]:
-    assert _otel_trace is not None
+def _real_span(tracer: Any, name: str, attrs: dict[str, Any]) -> Iterator[Any]:
     corr_id = current_corr_id()
     if corr_id is not None:
         attrs["corr_id"] = corr_id
-    tracer = _otel_trace.get_tracer("ron_kernel", tracer_provider=_provider)
     with tracer.start_as_current_span(name, attributes=attrs) as sp:
         yield sp

@@ -5,8 +5,7 @@ cursor per :class:`Receiver`; a receiver that falls behind gets
 :class:`~ron_kernel.errors.Lagged` once and continues from the oldest retained message.
 """
 
-from __future__ import annotations
-
-from ._bus import BusStats, Receiver
+from ._bus import BusStats as BusStats
+from ._bus import Receiver as Receiver
 
 __all__ = ["BusStats", "Receiver"]

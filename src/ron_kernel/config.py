@@ -17,12 +17,14 @@ from ._config_cell import BusConfig as BusConfig
 from ._config_cell import ConfigCell as ConfigCell
 from ._config_cell import ConfigStatus as ConfigStatus
 from ._config_cell import ExplainedValue as ExplainedValue
+from ._config_cell import FederationConfig as FederationConfig
 from ._config_cell import LogConfig as LogConfig
 from ._config_cell import ObservabilityConfig as ObservabilityConfig
 from ._config_cell import PqConfig as PqConfig
 from ._config_cell import ReloadRecord as ReloadRecord
 from ._config_cell import ShutdownConfig as ShutdownConfig
 from ._config_cell import SupervisorConfig as SupervisorConfig
+from ._config_cell import WorkersConfig as WorkersConfig
 from ._config_cell import add_config_arguments as add_config_arguments
 from ._config_cell import config_argv as config_argv
 from ._config_cell import explain as explain
@@ -36,12 +38,14 @@ __all__ = [
     "ConfigCell",
     "ConfigStatus",
     "ExplainedValue",
+    "FederationConfig",
     "LogConfig",
     "ObservabilityConfig",
     "PqConfig",
     "ReloadRecord",
     "ShutdownConfig",
     "SupervisorConfig",
+    "WorkersConfig",
     "add_config_arguments",
     "config_argv",
     "explain",

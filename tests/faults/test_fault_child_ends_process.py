@@ -51,6 +51,9 @@ async def test_fatal_can_name_system_exit_to_quarantine_at_once():
     sup.add("leaver", child, fatal=SystemExit)
     async with sup:
         await until(lambda: sup.snapshot()["leaver"]["state"] == "quarantined")
+        info = sup.snapshot()["leaver"]
+        assert info["restarts"] == 0  # at once: no restart before the quarantine
+        assert info["last_reason"] == "panic: SystemExit: exit status 1"
 
 
 SCRIPT = textwrap.dedent("""

@@ -86,13 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also validate and explain the app keys (app.*) with the config "
                             "model the module declares (APP_CONFIG)")
 
-    tail = sub.add_parser("tail", help="follow a running kernel's events",
+    tail = sub.add_parser("tail", help="follow a running kernel's events (or a fleet's)",
                           description="Follow BASE_URL/events and print one JSON line per "
-                                      "event; exit 0 after a Shutdown event.")
+                                      "event; exit 0 after a Shutdown event. With --nats, "
+                                      "follow every kernel of a fleet instead (one JSON line "
+                                      "per event with its \"node\") until Ctrl-C, then "
+                                      "exit 0.")
     tail.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
                       help="the kernel's observability address (default: %(default)s)")
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
+    tail.add_argument("--nats", metavar="NATS_URL",
+                      help="follow the fleet on this NATS server (e.g. nats://127.0.0.1:4222; "
+                           "needs the nats extra)")
+    tail.add_argument("--node", metavar="GLOB", default=None,
+                      help="with --nats: only nodes whose name matches (e.g. 'web-*')")
+    tail.add_argument("--prefix", default="ron",
+                      help="with --nats: the fleet's subject prefix (default: %(default)s)")
 
     tasks = sub.add_parser("tasks", help="list a running kernel's asyncio tasks",
                            description="Print GET BASE_URL/debug/tasks as a table (the kernel "
@@ -206,6 +216,11 @@ def _dispatch(argv: Sequence[str] | None, signals: ProcessSignals, own_setting: 
         return ctl_command(args.action, getattr(args, "name", None), args.url,
                            token_env=args.token_env, out=sys.stdout, err=sys.stderr)
     # argparse allows only the choices above, so this is `tail`
+    if args.nats is not None:
+        return _tail_nats(args)
+    if args.node is not None:
+        say("ron-kernel tail: error: --node needs --nats (see --help)")
+        return EXIT_USAGE
     from .tail import check_url, tail
 
     why = check_url(args.url)
@@ -213,3 +228,31 @@ def _dispatch(argv: Sequence[str] | None, signals: ProcessSignals, own_setting: 
         say(f"ron-kernel tail: error: --url {args.url!r} {why} (see --help)")
         return EXIT_USAGE
     return signals.run_loop(lambda: tail(args.url, retry=not args.no_retry))
+
+
+def _tail_nats(args: argparse.Namespace) -> int:
+    """``tail --nats``: 2 on a bad URL or prefix, 1 without the extra, 0 after Ctrl-C."""
+    import asyncio
+
+    from .._config import NATS_EXTRA_HINT, check_nats_url, check_subject_token, nats_installed
+    from .._redact import redact_text
+
+    why = check_nats_url(args.nats.strip())
+    if why is not None:
+        say(f"ron-kernel tail: error: --nats {redact_text(args.nats)!r} is not a NATS URL: "
+            f"{why}; expected e.g. nats://127.0.0.1:4222")
+        return EXIT_USAGE
+    why = check_subject_token(args.prefix)
+    if why is not None:
+        say(f"ron-kernel tail: error: --prefix {args.prefix!r}: {why}")
+        return EXIT_USAGE
+    if not nats_installed():
+        say(f"ron-kernel tail: error: --nats needs the nats extra ({NATS_EXTRA_HINT})")
+        return EXIT_FAILURE
+    from .tail import tail_nats
+
+    try:
+        return asyncio.run(tail_nats(args.nats.strip(), node=args.node or "*",
+                                     prefix=args.prefix))
+    except KeyboardInterrupt:  # a stop signal before its own handler was in place: still a
+        return EXIT_OK         # clean stop (the process's handler raised Interrupted)

@@ -14,10 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .._app_config import check_model
+from .._appspec import AppImportError, check_spec
+from .._appspec import load_app as load_app
 from .._config import Config, peek
 from .._exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .._logging import configure_from_config, flush_log_stream, get_logger, route_process_output
-from .._text import cap, printable, show_path
+from .._text import printable
 from ..config import config_argv, explain
 from ..errors import ConfigError
 from .demo import install_demo
@@ -41,71 +43,6 @@ def _loop_factory(flavor: str) -> Callable[[], asyncio.AbstractEventLoop] | None
                              "(pip install 'ron-kernel[uvloop]')") from None
         return None
     return uvloop.new_event_loop
-
-
-class AppImportError(Exception):
-    """The ``--app`` module exists but its import failed (a ``SyntaxError``, or an exception
-    raised while it ran); the message is one line naming the module, the line and the error."""
-
-
-def check_app_spec(spec: str) -> tuple[str, str]:
-    """``(module, factory)`` of ``MODULE:FACTORY``; ``ValueError`` for another shape."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--app must be MODULE:FACTORY, got {spec!r}")
-    return module_name, attr
-
-
-def load_app(spec: str) -> Callable[..., Any]:
-    """Import ``module:factory`` and return the factory.
-
-    ``ValueError`` (a usage error) for a malformed spec, a module that does not exist or a
-    factory that is missing or not callable; :class:`AppImportError` when the module exists
-    but fails to import (its cause chained, for a debug traceback). The working directory is
-    importable, as with ``python -m`` (the ``ron-kernel`` console script would otherwise only
-    see installed packages).
-    """
-    module_name, attr = check_app_spec(spec)
-    try:
-        cwd = os.getcwd()
-    except OSError:  # the working directory was removed: nothing to add
-        cwd = ""
-    if cwd and "" not in sys.path and cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise ValueError(f"--app {spec!r}: cannot import {module_name!r}: "
-                             f"{printable(str(exc))}") from exc
-        raise AppImportError(_import_failure(spec, module_name, exc)) from exc
-    except SyntaxError as exc:
-        where = f"{show_path(exc.filename or module_name)}, line {exc.lineno}"
-        raise AppImportError(f"--app {spec!r}: {module_name} has a syntax error at {where}: "
-                             f"{printable(str(exc.msg))}") from exc
-    except Exception as exc:
-        raise AppImportError(_import_failure(spec, module_name, exc)) from exc
-    factory: Any = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ValueError(f"--app {spec!r}: {module_name!r} has no attribute {attr!r}")
-    if not callable(factory):
-        raise ValueError(f"--app {spec!r}: {attr!r} is not callable")
-    app: Callable[..., Any] = factory
-    return app
-
-
-def _import_failure(spec: str, module_name: str, exc: BaseException) -> str:
-    """One line: the module, the line of it that was running, the exception."""
-    where = ""
-    for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        if frame.f_globals.get("__name__") == module_name:
-            where = f" at {show_path(frame.f_code.co_filename)}, line {lineno}"
-    message = " ".join(printable(str(exc)).split())  # one line, whatever the message holds
-    return (f"--app {spec!r}: importing {module_name} failed{where}: "
-            f"{type(exc).__name__}: {cap(message, 500)}")
 
 
 APP_CONFIG_NAME = "APP_CONFIG"
@@ -141,15 +78,23 @@ def _load(spec: str | None) -> tuple[Callable[..., Any] | None, type[Any] | None
     return factory, app_config_model(spec)
 
 
+DEMO_APP = "ron_kernel.cli.demo:install_demo"
+"""What worker processes run when ``--workers N`` is given without ``--app``."""
+
+WORKER_POOL = "worker"
+"""The pool name of ``--workers N``: its children are ``worker/0`` .. ``worker/N-1``."""
+
+
 async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] | None,
-                 model: type[Any] | None, signals: ProcessSignals) -> int:
+                 model: type[Any] | None, signals: ProcessSignals,
+                 spec: str | None = None) -> int:
     # Imported here, not at the top: `ron-kernel config check` shares this module and should not
     # pay for the kernel's HTTP stack (aiohttp) just to print a config.
     from ..kernel import Kernel
 
     kernel = Kernel(config, argv=argv, app_config=model)
     try:
-        status = await _start_and_run(kernel, app)
+        status = await _start_and_run(kernel, app, config, spec)
     except asyncio.CancelledError:
         # A stop signal while the app factory or Kernel.start ran (the process's handler
         # cancelled this task): stop what started, a drain if the kernel was up.
@@ -165,8 +110,13 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
     return status
 
 
-async def _start_and_run(kernel: Any, app: Callable[..., Any] | None) -> int:
-    if app is None:
+async def _start_and_run(kernel: Any, app: Callable[..., Any] | None, config: Config[Any],
+                         spec: str | None) -> int:
+    if config.workers.count > 0:
+        # the app runs in the worker processes, each under its own kernel; this one supervises
+        kernel.supervise_workers(WORKER_POOL, app=spec or DEMO_APP,
+                                 count=config.workers.count)
+    elif app is None:
         install_demo(kernel)
     else:
         try:
@@ -186,10 +136,12 @@ async def _start_and_run(kernel: Any, app: Callable[..., Any] | None) -> int:
     urls = kernel.urls()
     if urls:
         say(f"ron-kernel: observability on {urls['base']}  "
-            f"(/metrics /healthz /readyz /status /events)", sys.stdout)
-        say(f"ron-kernel: try `curl {urls['readyz']}` or "
-            f"`ron-kernel tail --url {urls['base']}`", sys.stdout)
+            f"(/metrics /healthz /readyz /status /events /ui)", sys.stdout)
+        say(f"ron-kernel: try `curl {urls['readyz']}`, "
+            f"`ron-kernel tail --url {urls['base']}` or open {urls['ui']}", sys.stdout)
     say("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits", sys.stdout)
+    # Ctrl-C/SIGTERM from here until run() takes them over: the process's handler (cli.process)
+    # cancels this task and _serve drains.
     await kernel.run()
     return EXIT_OK
 
@@ -238,15 +190,17 @@ def run_command(args: argparse.Namespace, *, signals: ProcessSignals | None = No
     # --app's shape first: a usage error is one line on stderr, before anything else.
     if args.app:
         try:
-            check_app_spec(args.app)
+            check_spec(args.app)
         except ValueError as exc:
             say(f"ron-kernel: error: {exc}")
             return EXIT_USAGE
     argv = config_argv(args)
     known = _prepare(argv, dont_write_bytecode)
     # Everything the process prints from here is a log line (JSON or text): warnings, asyncio's
-    # abandoned tasks and never-awaited coroutines, unraisable exceptions.
-    route_process_output()
+    # abandoned tasks and never-awaited coroutines, unraisable exceptions. (Process-wide hooks:
+    # only when this is the ron-kernel process, not a caller's Python process.)
+    if signals.owns_process:
+        route_process_output()
     try:
         app, model = _load(args.app)
     except ValueError as exc:
@@ -263,7 +217,7 @@ def run_command(args: argparse.Namespace, *, signals: ProcessSignals | None = No
     configure_from_config(format=config.log.format, level=config.log.level,
                           amnesia=config.amnesia.enabled)
     try:
-        return signals.run_loop(lambda: _serve(config, argv, app, model, signals),
+        return signals.run_loop(lambda: _serve(config, argv, app, model, signals, args.app),
                                 loop_factory=_loop_factory(args.loop))
     except OSError as exc:
         say(f"ron-kernel: {printable(str(exc))}")
@@ -301,7 +255,7 @@ def config_check(args: argparse.Namespace, *, dont_write_bytecode: bool | None =
     spec = getattr(args, "app", None)
     if spec:
         try:
-            check_app_spec(spec)
+            check_spec(spec)
         except ValueError as exc:
             say(f"config check: error: {exc}")
             return EXIT_USAGE

@@ -1,11 +1,17 @@
-"""``ron-kernel tail``: follow a kernel's ``/events`` stream and print one JSON line per event."""
+"""``ron-kernel tail``: one JSON line per event, from a kernel's ``/events`` or the whole fleet.
+
+``tail --url`` follows one kernel over HTTP (:func:`tail`); ``tail --nats`` follows every
+kernel of a fleet over NATS (:func:`tail_nats`, the ``nats`` extra).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fnmatch
 import random
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -93,3 +99,90 @@ async def tail(url: str = DEFAULT_URL, *, retry: bool = True, out: TextIO | None
             delay = random.uniform(0.1, min(max_backoff, 0.1 * 2 ** attempt))
             print(f"tail: {reason}; retrying in {delay:.2f}s", file=err, flush=True)
             await asyncio.sleep(delay)
+
+
+# ------------------------------------------------------------------------ the fleet: tail --nats
+
+
+def literal_node(glob: str) -> str | None:
+    """The node name a ``--node`` glob matches exactly, or ``None`` when it has wildcards."""
+    return None if any(c in glob for c in "*?[") else glob
+
+
+async def tail_nats(url: str, *, node: str = "*", prefix: str = "ron",
+                    out: TextIO | None = None, err: TextIO | None = None,
+                    stop: asyncio.Event | None = None) -> int:
+    """Follow every node's events on NATS (``<prefix>.>``); one JSON line per event, 0 at the end.
+
+    Lines are the wire form: the flat INTEROP JSON plus ``"node"``, ``"seq"`` and ``"ts"``.
+    ``node`` is a shell-style glob on node names (``web-*``). A gap in a node's ``seq`` prints
+    ``{"type":"Lagged","node":...,"missed":N}`` on ``err``; malformed messages are skipped
+    (counted, not printed). Runs until SIGINT/SIGTERM (or ``stop`` is set), then returns 0.
+    An unreachable server is retried (nats-py's reconnect), with one notice on ``err``.
+    ``url`` must already be valid (see ``check_nats_url``).
+    """
+    from nats.aio.client import Client
+
+    from .._fleet import Fleet, FleetLagged
+    from .._redact import redact_text
+    from .._signals import wait_for_ctrl_c
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    shown = redact_text(url)
+    fleet = Fleet(own_node=None, prefix=prefix)
+    rx = fleet.subscribe()
+    exact = literal_node(node)
+    subject = f"{prefix}.{exact}.>" if exact is not None else f"{prefix}.>"
+    reported: set[str] = set()
+
+    async def on_error(exc: Exception) -> None:
+        text = redact_text(f"{type(exc).__name__}: {exc}")
+        if text not in reported and len(reported) < 100:  # one notice per distinct problem
+            reported.add(text)
+            print(f"tail: {shown}: {text}; retrying", file=err, flush=True)
+
+    async def on_msg(msg: Any) -> None:
+        fleet.receive(msg.subject, msg.data)
+
+    async def follow() -> None:
+        while True:
+            try:
+                remote = await rx.recv_remote()
+            except FleetLagged as lag:
+                if lag.node is None or fnmatch.fnmatchcase(lag.node, node):
+                    gap = {"type": "Lagged", "node": lag.node, "missed": lag.missed}
+                    print(orjson.dumps(gap).decode(), file=err, flush=True)
+                continue
+            if fnmatch.fnmatchcase(remote.node, node):
+                print(remote.to_json(), file=out, flush=True)
+
+    async def connect(nc: Client) -> None:
+        await nc.connect([part.strip() for part in url.split(",")], name="ron-kernel tail",
+                         allow_reconnect=True, max_reconnect_attempts=-1,
+                         reconnect_time_wait=1, connect_timeout=2, error_cb=on_error)
+        await nc.subscribe(subject, cb=on_msg)
+        print(f"tail: following {subject} on {shown} (Ctrl-C to stop)", file=err, flush=True)
+
+    nc = Client()
+    waiters = [asyncio.ensure_future(stop.wait() if stop is not None else wait_for_ctrl_c()),
+               asyncio.ensure_future(connect(nc)), asyncio.ensure_future(follow())]
+    try:
+        while True:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if waiters[0] in done:
+                break
+            for task in done:  # connect() finished; follow() only ends by an error
+                failure = task.exception()
+                if failure is not None:
+                    print(f"tail: {shown}: {redact_text(str(failure))}", file=err)
+                    return EXIT_FAILURE
+            waiters = [w for w in waiters if not w.done() or w is waiters[0]]
+    finally:
+        for task in waiters:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2.0)
+        rx.close()
+    return EXIT_OK
