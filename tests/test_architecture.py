@@ -187,15 +187,60 @@ def _facade_violations(name: str, source: str) -> list[str]:
     return bad
 
 
+_LAZY_ROOT_PARTS = ("import importlib as _importlib", "import typing as _typing",
+                   "from ._version import __version__ as __version__", "_HOME = ",
+                   "_PUBLIC_MODULES = ", "def __getattr__(", "def __dir__(")
+
+
+def _lazy_root_violations(source: str) -> list[str]:
+    """The package root re-exports lazily (PEP 562, DECISIONS "issue 11, the rest"): besides
+    the facade's parts it may hold only the lazy loader, and it must re-export exactly
+    ``__all__``, each name from the module the type checker is told."""
+    tree = ast.parse(source)
+    bad, typed, home, exported = [], {}, {}, []
+    for node in tree.body[1:]:  # after the docstring (checked by _facade_violations' rule)
+        text = ast.unparse(node)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "_typing.TYPE_CHECKING":
+            for inner in node.body:
+                if isinstance(inner, ast.ImportFrom) and inner.level == 1 and inner.module \
+                        and all(a.asname == a.name for a in inner.names):
+                    typed.update({a.name: "." + inner.module for a in inner.names})
+                else:
+                    bad.append(f"ron_kernel:{inner.lineno}: {ast.unparse(inner)}")
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] \
+                == ["__all__"]:
+            exported = [e.value for e in node.value.elts]  # type: ignore[attr-defined]
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] \
+                == ["_HOME"]:
+            home = ast.literal_eval(node.value)
+        elif not text.startswith(_LAZY_ROOT_PARTS):
+            bad.append(f"ron_kernel:{node.lineno}: {text.splitlines()[0]}")
+    if not (set(exported) == set(typed) == set(home)) or typed != home:
+        bad.append(f"ron_kernel: __all__ {sorted(exported)}, TYPE_CHECKING re-exports {typed} "
+                   f"and the lazy map {home} must agree")
+    return bad
+
+
 def test_public_modules_are_thin_facades():
     # docs/DECISIONS.md, "One convention for public modules": a public module holds only its
-    # docstring, `from ._x import Y as Y` re-exports and `__all__`; the code lives in _x.
+    # docstring, `from ._x import Y as Y` re-exports and `__all__`; the code lives in _x. The
+    # package root re-exports the same way, lazily (the command installs its signal handlers
+    # before the heavy imports): its own, equally strict, check.
     assert {"ron_kernel", "ron_kernel.bus", "ron_kernel.config", "ron_kernel.errors",
             "ron_kernel.kernel", "ron_kernel.logging", "ron_kernel.mailbox",
             "ron_kernel.supervisor", "ron_kernel.tracing"} <= set(PUBLIC)
-    bad = [problem for name in PUBLIC
+    bad = [problem for name in PUBLIC if name != "ron_kernel"
            for problem in _facade_violations(name, MODULES[name].read_text())]
+    bad += _lazy_root_violations(MODULES["ron_kernel"].read_text())
     assert bad == [], "public modules must only re-export: " + "; ".join(bad)
+
+
+def test_the_lazy_root_check_refuses_code_and_a_mismatch():
+    source = MODULES["ron_kernel"].read_text()
+    assert _lazy_root_violations(source) == []
+    assert _lazy_root_violations(source + "\nX = 1\n")
+    assert _lazy_root_violations(source.replace('"Bus": "._bus", ', ""))
+    assert _lazy_root_violations(source.replace('"Bus": "._bus"', '"Bus": "._config"'))
 
 
 def test_a_facade_with_code_or_a_plain_import_is_refused():

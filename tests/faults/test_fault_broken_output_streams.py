@@ -64,7 +64,8 @@ def _case(root: Path, name: str, *, close: tuple[str, ...], when: str, fmt: str 
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         if when == "starting":
-            _until(lambda: handled(p.pid, signal.SIGINT), "the handlers", p)
+            # SIGHUP: only the process's own handlers take it (Python handles SIGINT from exec)
+            _until(lambda: handled(p.pid, signal.SIGHUP), "the handlers", p)
             time.sleep(0.3)
         else:
             _until((cwd / "ready.flag").exists, "the app", p)

@@ -157,8 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     interpreter exits, and a stdout/stderr whose reader went away cannot change the exit
     status. With ``argv`` (called from Python) the previous handlers are back on return.
     """
-    signals = ProcessSignals(owns_process=argv is None)  # first: from here on no signal
-    signals.install()                                     # meets its default action
+    # First: from here on no signal meets its default action (the command, as far as a stop
+    # signal during parsing needs it: `run` ends 0 after SIGTERM).
+    signals = ProcessSignals(owns_process=argv is None, command=next(
+        (a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), ""))
+    signals.install()
     # Amnesia: nothing writes bytecode next to the code until the config says amnesia is off
     # (run and config check decide; the other commands load no code of yours).
     own_setting = sys.dont_write_bytecode
@@ -188,9 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None, signals: ProcessSignals, own_setting: bool) -> int:
-    # the command, as far as a stop signal during parsing needs to know (run: stop is success)
-    signals.command = next((a for a in (sys.argv[1:] if argv is None else argv)
-                            if not a.startswith("-")), "")
     args = build_parser().parse_args(argv)
     signals.command = args.command
     if args.command == "run":

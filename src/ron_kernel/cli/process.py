@@ -61,14 +61,14 @@ class Interrupted(KeyboardInterrupt):
 class ProcessSignals:
     """The process-wide SIGHUP/SIGINT/SIGTERM handlers of one ``main`` call (see the module)."""
 
-    def __init__(self, *, owns_process: bool = False) -> None:
+    def __init__(self, *, owns_process: bool = False, command: str = "") -> None:
         self.owns_process = owns_process
         """Whether this is the ``ron-kernel`` process itself (``main()`` without ``argv``): it
         may then leave with ``os._exit`` when something outside the kernel holds it."""
         self.hup = DeferredSignal()
         self.stop_signal: signal.Signals | None = None
         """The first SIGINT/SIGTERM this object handled."""
-        self.command = ""
+        self.command = command
         """The command being run (``run`` ends 0 after SIGTERM, the others 143)."""
         self._phase = "boot"  # boot -> loop -> done
         self._on_stop: Callable[[], None] | None = None

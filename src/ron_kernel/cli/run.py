@@ -94,7 +94,7 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
 
     kernel = Kernel(config, argv=argv, app_config=model)
     try:
-        status = await _start_and_run(kernel, app, config, spec)
+        status = await _start_and_run(kernel, app, config, spec, signals)
     except asyncio.CancelledError:
         # A stop signal while the app factory or Kernel.start ran (the process's handler
         # cancelled this task): stop what started, a drain if the kernel was up.
@@ -111,7 +111,7 @@ async def _serve(config: Config[Any], argv: list[str], app: Callable[..., Any] |
 
 
 async def _start_and_run(kernel: Any, app: Callable[..., Any] | None, config: Config[Any],
-                         spec: str | None) -> int:
+                         spec: str | None, signals: ProcessSignals) -> int:
     if config.workers.count > 0:
         # the app runs in the worker processes, each under its own kernel; this one supervises
         kernel.supervise_workers(WORKER_POOL, app=spec or DEMO_APP,
@@ -141,7 +141,10 @@ async def _start_and_run(kernel: Any, app: Callable[..., Any] | None, config: Co
             f"`ron-kernel tail --url {urls['base']}` or open {urls['ui']}", sys.stdout)
     say("ron-kernel: running; SIGHUP reloads the config, Ctrl-C drains and exits", sys.stdout)
     # Ctrl-C/SIGTERM from here until run() takes them over: the process's handler (cli.process)
-    # cancels this task and _serve drains.
+    # cancels this task and _serve drains. Should code on the way have absorbed that
+    # cancellation, the signal is not lost: run() drains at once.
+    if signals.stop_signal is not None:
+        kernel.request_shutdown(f"signal {signals.stop_signal.name}")
     await kernel.run()
     return EXIT_OK
 
@@ -203,12 +206,12 @@ def run_command(args: argparse.Namespace, *, signals: ProcessSignals | None = No
         route_process_output()
     try:
         app, model = _load(args.app)
+    except AppImportError as exc:  # before ValueError: it is one
+        _report_import_failure("ron-kernel: error:", exc, known.get("log.level"))
+        return EXIT_FAILURE
     except ValueError as exc:
         say(f"ron-kernel: error: {exc}")
         return EXIT_USAGE
-    except AppImportError as exc:
-        _report_import_failure("ron-kernel: error:", exc, known.get("log.level"))
-        return EXIT_FAILURE
     try:
         config = Config.load(argv=argv, app=model)
     except ConfigError as exc:
@@ -263,12 +266,12 @@ def config_check(args: argparse.Namespace, *, dont_write_bytecode: bool | None =
     known = _prepare(argv, dont_write_bytecode)
     try:
         _, model = _load(spec)
+    except AppImportError as exc:  # before ValueError: it is one
+        _report_import_failure("config check: error:", exc, known.get("log.level"))
+        return EXIT_FAILURE
     except ValueError as exc:
         say(f"config check: error: {exc}")
         return EXIT_USAGE
-    except AppImportError as exc:
-        _report_import_failure("config check: error:", exc, known.get("log.level"))
-        return EXIT_FAILURE
     try:
         rows = explain(argv=argv, app=model)  # validates exactly as Config.load does
     except ConfigError as exc:
