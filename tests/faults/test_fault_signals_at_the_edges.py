@@ -29,7 +29,7 @@ from pathlib import Path
 
 from _faults_support import Kernel, events, handled, started
 
-RUNS = 16
+RUNS = 12
 PARALLEL = 4
 
 SLOW_IMPORT_APP = textwrap.dedent("""
@@ -156,7 +156,7 @@ def test_a_sighup_before_the_kernel_is_up_reloads_once_when_it_is(tmp_path: Path
 
 
 def test_a_stop_signal_before_the_kernel_is_up_ends_in_order(tmp_path: Path):
-    (tmp_path / "slow_app.py").write_text(SLOW_IMPORT_APP.format(delay=3.0))
+    (tmp_path / "slow_app.py").write_text(SLOW_IMPORT_APP.format(delay=2.0))
     cases = [(["run", "--app", "slow_app:build"], signal.SIGINT, 130),
              (["run", "--app", "slow_app:build"], signal.SIGTERM, 0),
              (["config", "check", "--app", "slow_app:build"], signal.SIGINT, 130),
