@@ -175,6 +175,9 @@ async def test_status_reports_config_readiness_children_and_bus():
     assert bus["published"] >= 2  # the Health of "svc" and ours
     assert bus["closed"] is False
     assert isinstance(body["uptime_s"], float) and body["uptime_s"] >= 0
+    # this run's identity: a client polling the address tells a restarted kernel by it
+    assert body["run"]["pid"] == os.getpid()
+    assert abs(body["run"]["started_at"] + body["uptime_s"] - time.time()) < 5
 
 
 # ----------------------------------------------------------------------------- /events

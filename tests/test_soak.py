@@ -37,7 +37,7 @@ async def test_soak_runs_every_load_and_sees_every_metric_pattern() -> None:
     assert report["fds"]["max"] >= report["fds"]["start"] > 0
     assert report["warmup_s"] == 2.0  # max(10 %, 30 s) capped at half of a 4 s run
     samples = report["samples"]
-    assert len(samples) >= 15
+    assert len(samples) >= 8  # 4 s at 0.2 s: 20 on a quiet machine; the check needs quarters
     assert [s["t"] for s in samples] == sorted(s["t"] for s in samples)
 
     # Every pattern rose, in every quarter of the run.

@@ -137,6 +137,7 @@ class Kernel(Generic[M]):
         self._undo: list[Any] = []
         self._streams: set[asyncio.Task[Any]] = set()
         self._started_at: float | None = None
+        self._run: dict[str, Any] | None = None  # pid and wall-clock start: this run's identity
         self._state = "new"  # new -> running -> draining -> stopped
         self._shutdown_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()  # wakes run() when shutdown() is called
@@ -258,6 +259,8 @@ class Kernel(Generic[M]):
         children, bus statistics, mailboxes, loop health, federation (URL redacted) and the
         fleet's nodes.
 
+        ``run`` identifies this run of the kernel (``pid``, wall-clock ``started_at``; ``None``
+        before start): a client polling an address sees a restarted kernel by it.
         ``loop`` holds the lag p50/p99/max over the last minute, the number of blocks and the
         last block (duration and stack), or ``{"enabled": false}`` with ``loop_health=False``.
         ``mailboxes`` lists name, depth and capacity of the mailboxes counted by the kernel's
@@ -268,6 +271,7 @@ class Kernel(Generic[M]):
         return {
             "state": self._state,
             "uptime_s": None if self._started_at is None else round(now - self._started_at, 3),
+            "run": self._run,
             "config_version": cfg.version,
             "config": self.config_cell.status().as_dict(),
             "readiness": dict(self.health.snapshot()),
@@ -306,6 +310,7 @@ class Kernel(Generic[M]):
                               amnesia=cfg.amnesia.enabled)
         self._state = "running"
         self._started_at = time.monotonic()
+        self._run = {"pid": os.getpid(), "started_at": round(time.time(), 6)}
         if self._loop_health is not None:
             self._loop_health.start()
         # asyncio's own complaints (abandoned tasks, unretrieved exceptions) as JSON lines

@@ -114,7 +114,14 @@ async def test_a_sighup_storm_coalesces_and_healthz_stays_fast(tmp_path, monkeyp
         finally:
             gc.unfreeze()
     assert run.p99 < P99_BOUND_S
-    assert run.storm_s < 3 and len(run.during) >= 50
+    # the loop kept answering through the storm: the probe is back to back, so the number of
+    # answers is the storm's length over the latency -- a machine-speed figure, not the class.
+    # What fails the old behaviour is a storm with (almost) no answers: the p99 of fewer than
+    # five samples would be meaningless, and a stalled loop answers at most one or two.
+    assert len(run.during) >= 5
+    # the sender paces 1,000 signals over one second; a storm that could not even be sent
+    # within several seconds means the process (not the machine) was stalled
+    assert run.storm_s < 6
     # coalesced: SIGHUPs (some merged by the OS already) and file events became few reloads
     assert run.requests >= 20
     assert run.reloads <= run.requests // 2 and run.reloads < 100

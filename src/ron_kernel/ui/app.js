@@ -31,7 +31,7 @@
   let timerDue = 0;              // performance.now() when the pending fetch is due
   let clockOffset = 0;           // server wall clock minus ours, when clearly apart (seconds)
   let prevBus = null;            // {published, lagged, t} for the rates
-  let prevStarted = null;        // our clock's estimate of when the kernel started
+  let prevRun = null;            // the kernel run last shown (/status "run": pid@started_at)
   let feedCount = 0;
   let source = null;
   const expanded = new Set();    // paths of children whose traceback is open
@@ -166,14 +166,17 @@
   function render(s) {
     if (!s || typeof s !== "object") return;
     const uptime = num(s.uptime_s);
-    // A new run of the kernel (restarted on the same address): its start moved.
-    const startedAt = uptime === null ? null : Date.now() / 1000 - uptime;
-    if (prevStarted !== null && startedAt !== null && Math.abs(startedAt - prevStarted) > 1) {
-      addFeed({type: "local"}, "new kernel run (started " + clock(new Date(startedAt * 1000)) + ")");
+    // A new run of the kernel (restarted on the same address): its pid or start time changed.
+    const run = s.run && typeof s.run === "object" ? s.run : null;
+    const runKey = run ? str(run.pid) + "@" + str(run.started_at) : null;
+    if (prevRun !== null && runKey !== null && runKey !== prevRun) {
+      const startedAt = num(run.started_at);
+      addFeed({type: "local"}, "new kernel run (started " +
+        (startedAt === null ? "?" : clock(new Date(startedAt * 1000))) + ")");
       prevBus = null;
       treeSig = null;
     }
-    if (startedAt !== null) prevStarted = startedAt;
+    if (runKey !== null) prevRun = runKey;
     lastStatus = s;
     setText("kstate", s.state);
     setText("uptime", duration(uptime));
