@@ -151,27 +151,86 @@ def _kernel_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "ron_kernel"]
 
 
-def test_a_real_prometheus_scrapes_the_kernel_and_the_restart_alert_goes_pending(
-        tmp_path: Path, started: list[subprocess.Popen[bytes]]):
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is missing: tools/system-deps.sh installs Debian's package"
-    deadline = time.monotonic() + BUDGET_S
-    (tmp_path / "storm_app.py").write_text(APP)
+class Prom:
+    """A real Prometheus on loopback scraping one kernel, with the test copy of the rules."""
+
+    def __init__(self, tmp_path: Path, kernel_port: str, deadline: float,
+                 started: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
+        prometheus = shutil.which("prometheus")
+        assert prometheus, "prometheus is missing: tools/system-deps.sh installs Debian's package"
+        _test_rules(tmp_path / "alerts.yml")
+        (tmp_path / "prometheus.yml").write_text(textwrap.dedent(f"""
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            rule_files:
+              - alerts.yml
+            scrape_configs:
+              - job_name: ron-kernel
+                static_configs:
+                  - targets: ["127.0.0.1:{kernel_port}"]
+        """))
+        prom_port = _free_port()
+        self.api = f"http://127.0.0.1:{prom_port}"
+        prom_log = tmp_path / "prometheus.log"
+        logs.append(prom_log)
+        with open(prom_log, "wb") as plog:
+            self.proc = subprocess.Popen(
+                [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={tmp_path / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                cwd=tmp_path, stdout=plog, stderr=subprocess.STDOUT)
+        started.append(self.proc)
+        _until("Prometheus ready", lambda: _get(self.api + "/-/ready")[0] == 200, deadline,
+               started, logs)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant vector of ``expr`` (empty while Prometheus cannot answer)."""
+        status, body = _get(self.api + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        if status != 200:
+            return []
+        data = json.loads(body)
+        assert data["status"] == "success", data
+        result: list[dict[str, Any]] = data["data"]["result"]
+        return result
+
+    def alerts(self, name: str) -> list[dict[str, Any]]:
+        """The alerts ``name`` that are pending or firing."""
+        status, body = _get(self.api + "/api/v1/alerts")
+        if status != 200:
+            return []
+        alerts = json.loads(body)["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == name
+                and a["state"] in ("pending", "firing")]
+
+
+def _start_kernel(tmp_path: Path, app: str, *argv: str,
+                  started: list[subprocess.Popen[bytes]], logs: list[Path],
+                  deadline: float) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``ron-kernel run --app`` with HTTP on a free loopback port: (process, base URL, port)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RONK_", "RON_"))}
     env.update(PYTHONUNBUFFERED="1", RONK_CONTROL_TOKEN=TOKEN)
     kernel_out, kernel_err = tmp_path / "kernel.out", tmp_path / "kernel.err"
-    prom_log = tmp_path / "prometheus.log"
-    logs = [kernel_out, kernel_err, prom_log]
+    logs += [kernel_out, kernel_err]
     with open(kernel_out, "wb") as out, open(kernel_err, "wb") as err:
         kernel = subprocess.Popen(
-            [*_kernel_command(), "run", "--app", "storm_app:build", "--obs-http", "true",
+            [*_kernel_command(), "run", "--app", app, "--obs-http", "true",
              "--obs-addr", "127.0.0.1:0", "--sup-restart-cap", "10000",
-             "--sup-min-backoff", "10ms", "--sup-max-backoff", "100ms"],
+             "--sup-min-backoff", "10ms", "--sup-max-backoff", "100ms", *argv],
             cwd=tmp_path, env=env, stdout=out, stderr=err)
     started.append(kernel)
     match = _until("the kernel's URL", lambda: URL_LINE.search(kernel_out.read_text()),
                    deadline, [kernel], logs)
-    base, kernel_port = match.group(1), match.group(2)
+    return kernel, match.group(1), match.group(2)
+
+
+def test_a_real_prometheus_scrapes_the_kernel_and_the_restart_alert_goes_pending(
+        tmp_path: Path, started: list[subprocess.Popen[bytes]]):
+    deadline = time.monotonic() + BUDGET_S
+    (tmp_path / "storm_app.py").write_text(APP)
+    logs: list[Path] = []
+    kernel, base, kernel_port = _start_kernel(tmp_path, "storm_app:build", started=started,
+                                              logs=logs, deadline=deadline)
 
     # a control restart of the child that ignores its shutdown: tasks_aborted_total{child}
     request = urllib.request.Request(base + "/control/restart/stubborn", data=b"",
@@ -180,45 +239,15 @@ def test_a_real_prometheus_scrapes_the_kernel_and_the_restart_alert_goes_pending
     with urllib.request.urlopen(request, timeout=30) as resp:
         assert json.loads(resp.read())["ok"] is True
 
-    _test_rules(tmp_path / "alerts.yml")
-    (tmp_path / "prometheus.yml").write_text(textwrap.dedent(f"""
-        global:
-          scrape_interval: 1s
-          evaluation_interval: 1s
-        rule_files:
-          - alerts.yml
-        scrape_configs:
-          - job_name: ron-kernel
-            static_configs:
-              - targets: ["127.0.0.1:{kernel_port}"]
-    """))
-    prom_port = _free_port()
-    api = f"http://127.0.0.1:{prom_port}"
-    with open(prom_log, "wb") as plog:
-        prom = subprocess.Popen(
-            [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            cwd=tmp_path, stdout=plog, stderr=subprocess.STDOUT)
-    started.append(prom)
-    _until("Prometheus ready", lambda: _get(api + "/-/ready")[0] == 200, deadline,
-           [kernel, prom], logs)
-
-    def query(expr: str) -> list[dict[str, Any]]:
-        status, body = _get(api + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
-        if status != 200:
-            return []
-        data = json.loads(body)
-        assert data["status"] == "success", data
-        result: list[dict[str, Any]] = data["data"]["result"]
-        return result
+    prom = Prom(tmp_path, kernel_port, deadline, started, logs)
+    query = prom.query
 
     # the target is up and every golden series is queryable
     _until("up == 1", lambda: [r for r in query('up{job="ron-kernel"}')
-                               if r["value"][1] == "1"], deadline, [kernel, prom], logs)
+                               if r["value"][1] == "1"], deadline, [kernel, prom.proc], logs)
     for name in GOLDEN:
         series = _until(f"{name} in Prometheus", lambda n=name: query(n), deadline,
-                        [kernel, prom], logs)
+                        [kernel, prom.proc], logs)
         assert all(s["metric"]["job"] == "ron-kernel" for s in series)
     assert float(query('busy_rejections_total{queue="jobs"}')[0]["value"][1]) == 1
     assert float(query('queue_dropped_total{queue="spill"}')[0]["value"][1]) == 1
@@ -227,20 +256,15 @@ def test_a_real_prometheus_scrapes_the_kernel_and_the_restart_alert_goes_pending
                  ["value"][1]) == 1
     restarts = _until("restarts counted", lambda: [
         r for r in query('service_restarts_total{service="crasher"}')
-        if float(r["value"][1]) > 5], deadline, [kernel, prom], logs)
+        if float(r["value"][1]) > 5], deadline, [kernel, prom.proc], logs)
     assert restarts
 
     # the shipped restart-storm rule (with a 2 s `for:`) reaches pending or firing
     def storm() -> list[dict[str, Any]]:
-        status, body = _get(api + "/api/v1/alerts")
-        if status != 200:
-            return []
-        alerts = json.loads(body)["data"]["alerts"]
-        return [a for a in alerts if a["labels"]["alertname"] == "RonKernelRestartStorm"
-                and a["state"] in ("pending", "firing")]
+        return prom.alerts("RonKernelRestartStorm")
 
     [alert] = _until("RonKernelRestartStorm pending or firing", storm, deadline,
-                     [kernel, prom], logs)
+                     [kernel, prom.proc], logs)
     assert alert["labels"]["service"] == "crasher"
     assert alert["labels"]["severity"] == "warning"
     assert alert["annotations"]["runbook_url"] == "docs/RUNBOOK.md#ronkernelrestartstorm"
@@ -249,6 +273,77 @@ def test_a_real_prometheus_scrapes_the_kernel_and_the_restart_alert_goes_pending
         "queue": "jobs"}
     print(f"\nPrometheus saw the alert {alert['state']} after "
           f"{BUDGET_S - (deadline - time.monotonic()):.1f}s")
-    for proc in (prom, kernel):
+    for proc in (prom.proc, kernel):
         _stop(proc)
     assert kernel.returncode == 0, _tails(logs)  # SIGTERM drains and exits 0
+
+
+WORKER_APP = textwrap.dedent('''
+    import asyncio
+
+
+    async def crasher(ctx):
+        ctx.ready(False)  # a child that reports readiness and never gets there
+        await asyncio.sleep(0.05)
+        raise RuntimeError("crash loop in every worker")
+
+
+    async def steady(ctx):
+        ctx.ready()
+        await ctx.shutdown.wait()
+
+
+    def build(kernel):
+        kernel.supervise("crasher", crasher)
+        kernel.supervise("steady", steady)
+''')
+
+
+def test_a_real_prometheus_sees_every_worker_and_the_rules_tell_the_workers_apart(
+        tmp_path: Path, started: list[subprocess.Popen[bytes]]):
+    # `--workers 2`: the parent's /metrics carries each worker's series (pool, worker labels).
+    # Each worker runs a crash-looping child (never ready), so each worker is unready and the
+    # parent is not ready: the per-child, per-worker and parent rules must each see their own.
+    deadline = time.monotonic() + BUDGET_S
+    (tmp_path / "worker_app.py").write_text(WORKER_APP)
+    logs: list[Path] = []
+    kernel, base, kernel_port = _start_kernel(
+        tmp_path, "worker_app:build", "--workers", "2", started=started, logs=logs,
+        deadline=deadline)
+    prom = Prom(tmp_path, kernel_port, deadline, started, logs)
+
+    def workers_of(expr: str, count: int = 2) -> set[str]:
+        found = {r["metric"].get("worker", "") for r in prom.query(expr)}
+        return found if len(found) >= count else set()
+
+    assert _until("both workers' readiness", lambda: workers_of("worker_ready"), deadline,
+                  started, logs) == {"0", "1"}
+    # one process series per process: the parent (no worker label) and both workers
+    assert _until("process series of every process",
+                  lambda: workers_of("process_cpu_seconds_total", 3), deadline, started,
+                  logs) == {"", "0", "1"}
+
+    def by_worker(alert: str) -> set[tuple[str, str]]:
+        return {(a["labels"].get("pool", ""), a["labels"].get("worker", ""))
+                for a in prom.alerts(alert)}
+
+    # the crash loop is each worker's own (two alerts, not one summed over the workers)
+    storms = _until("a restart storm per worker",
+                    lambda: len(by_worker("RonKernelRestartStorm")) == 2
+                    and prom.alerts("RonKernelRestartStorm"), deadline, started, logs)
+    assert {(a["labels"]["pool"], a["labels"]["worker"], a["labels"]["service"])
+            for a in storms} == {("worker", "0", "crasher"), ("worker", "1", "crasher")}
+    assert _until("each worker not ready",
+                  lambda: by_worker("RonKernelWorkerNotReady") == {("worker", "0"),
+                                                                  ("worker", "1")},
+                  deadline, started, logs)
+    # the parent's own readiness (what /readyz answers), not a max over the processes
+    [degraded] = _until("the parent degraded", lambda: prom.alerts("RonKernelDegraded"),
+                        deadline, started, logs)
+    assert "worker" not in degraded["labels"]
+    assert _get(base + "/readyz")[0] == 503
+    print(f"\nPrometheus saw per-worker alerts after "
+          f"{BUDGET_S - (deadline - time.monotonic()):.1f}s")
+    for proc in (prom.proc, kernel):
+        _stop(proc)
+    assert kernel.returncode == 0, _tails(logs)  # SIGTERM drains the workers and exits 0

@@ -298,6 +298,8 @@ class WorkerSlot:
         self.link: _Link | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.ready = False
+        # the series exists from the start: a worker that never gets ready is a 0, not absent
+        pool.counters.worker_ready.set(*pool.labels(self), value=0.0)
         self.metrics: str | None = None
         self.metrics_at: float | None = None
         self.last_exit: str | None = None
