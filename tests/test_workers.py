@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ron_kernel import Config, KernelEvent, _logging
+from ron_kernel import Config, KernelEvent, _logging, _workers
 from ron_kernel.bus import Receiver
 from ron_kernel.kernel import Kernel
 from workers_apps import Knobs
@@ -469,3 +469,56 @@ def test_a_bad_worker_count_is_a_config_error_naming_key_and_source(value: str, 
     with pytest.raises(ConfigError) as caught:
         Config.load(env={"RONK_WORKERS": value})
     assert "(from env:RONK_WORKERS)" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- control
+
+CONTROL_TOKEN = "worker-control-token-0123456789"
+
+
+async def test_control_reaches_a_workers_own_children_through_the_parent(
+        started, monkeypatch: pytest.MonkeyPatch):
+    # POST /control/<action>/<pool>/<i>/<child> on the parent acts in worker i, as the page's
+    # buttons on a worker's children do; what the worker cannot do is said, never a 500
+    kernel = _kernel("--sup-restart-cap", "1", "--obs-http", "true", "--obs-addr",
+                     "127.0.0.1:0", "--obs-control-token", CONTROL_TOKEN)
+    await _start(started, kernel, "workers_apps:quarantines")
+    await until(lambda: all(w["children"].get("bad", {}).get("state") == "quarantined"
+                            for w in workers(kernel).values()))
+    base = kernel.urls()["base"]
+    auth = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
+
+    async def post(path: str) -> tuple[int, dict[str, Any]]:
+        async with session.post(f"{base}/control/{path}", headers=auth) as resp:
+            return resp.status, await resp.json()
+
+    async with aiohttp.ClientSession() as session:
+        status, body = await post("release/w/1/bad")
+        assert (status, body["ok"], body["child"]) == (200, True, "w/1/bad")
+        assert body["state"] in ("starting", "running", "backing_off", "quarantined")
+        # released in worker 1 only: it crashes, restarts and quarantines again there
+        await until(lambda: workers(kernel)["1"]["children"]["bad"]["restarts"] >= 2)
+        assert workers(kernel)["0"]["children"]["bad"]["restarts"] == 1
+        status, body = await post("release/w/0/svc")  # running: nothing to release
+        assert status == 409 and body["ok"] is False and "not quarantined" in body["error"]
+        rx = kernel.bus.subscribe()
+        status, body = await post("restart/w%2F0/svc")  # as the page encodes the path
+        assert (status, body["state"], body["child"]) == (200, "running", "w/0/svc")
+        # the worker's own restart: its child went unready and ready again, relayed as w/0/svc
+        await event(rx, lambda e: e == KernelEvent.Health(service="w/0/svc", ok=False))
+        await event(rx, lambda e: e == KernelEvent.Health(service="w/0/svc", ok=True))
+        status, body = await post("restart/w/0/nope")
+        assert status == 404 and "w/0/svc" in body["known"] and "w/1" in body["known"]
+        # a worker that does not answer (stopped): 503 once the control timeout passes, not
+        # a hang and not a 404; the parent goes on serving
+        monkeypatch.setattr(_workers, "CONTROL_TIMEOUT", 0.5)
+        victim = workers(kernel)["1"]["pid"]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            status, body = await post("release/w/1/bad")
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        assert status == 503 and body["ok"] is False and "w/1 did not answer" in body["error"]
+    counts = kernel.metrics.counters.control_requests_total
+    assert counts.get("release", "ok") >= 1 and counts.get("restart", "not_found") == 1
+    assert counts.get("release", "unavailable") == 1

@@ -225,3 +225,14 @@ def child_crashes(kernel: Kernel[Knobs]) -> None:
         await ctx.shutdown.wait()
 
     kernel.supervise("boom", boom)
+
+
+def quarantines(kernel: Kernel[Knobs]) -> None:
+    """``svc`` waits; ``bad`` always crashes (quarantined once past the restart cap)."""
+
+    async def bad(ctx: Ctx) -> None:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("always")
+
+    kernel.supervise("svc", _idle)
+    kernel.supervise("bad", bad)

@@ -10,8 +10,10 @@ so nothing is told to whom it should not be:
 4. a missing, malformed or wrong ``Authorization: Bearer <token>``: 401 with
    ``WWW-Authenticate: Bearer``; the comparison is constant-time (``hmac.compare_digest`` on
    SHA-256 digests, so not even the token's length leaks);
-5. an unknown child: 404 listing the known names; an action that does not apply (``release``
-   of a child that is not quarantined, a ``restart`` already running): 409;
+5. an unknown child: 404 listing the known names (a child of a worker process,
+   ``<pool>/<i>/<child>``, is asked of that worker: see ``forward``; 503 when that worker is
+   not up or does not answer); an action that does not apply (``release`` of a child that is
+   not quarantined, a ``restart`` already running): 409;
 6. the action: 200 ``{"ok": true, ...}``; a rejected reload 422 with its problems. A reload is
    the same coalesced, off-loop reload as SIGHUP (``ConfigCell.request_reload``).
 
@@ -36,10 +38,10 @@ from ._counters import KernelCounters
 from ._http import Handler, accepts_body, read_body
 from ._kernel_http import encode_json
 from ._logging import get_logger
-from ._supervisor import Supervisor
+from ._supervisor import Supervisor, known_names, resolve_child
 from ._text import cap, printable
 
-__all__ = ["CONTROL_BODY_LIMIT", "Reloader", "control_routes", "resolve_child"]
+__all__ = ["CONTROL_BODY_LIMIT", "ForwardControl", "Reloader", "control_routes", "resolve_child"]
 
 CONTROL_BODY_LIMIT = 1024
 """The largest request body a control route takes (bytes); the body itself is ignored."""
@@ -73,37 +75,13 @@ class Reloader(Protocol):
         ...
 
 
-def resolve_child(root: Supervisor, path: str) -> tuple[Supervisor, str] | None:
-    """The supervisor holding the child at ``path`` and its name there, or ``None``.
+ForwardControl = Callable[[str, str], Awaitable[Mapping[str, Any]] | None]
+"""``forward(action, path)``: the answer of whoever holds ``path`` outside this process's own
+tree -- a worker process's child ``<pool>/<i>/<child>`` -- or ``None`` when nobody does. The
+answer has ``outcome`` (``ok``, ``conflict``, ``not_found`` or ``unavailable``) and may have
+``state``, ``error`` and ``known`` (the holder's child paths, for a 404)."""
 
-    A child of ``root`` named exactly ``path`` wins; otherwise ``outer/inner/worker`` walks
-    nested supervisors (children that are themselves a :class:`Supervisor`).
-    """
-    if path in root.snapshot():
-        return root, path
-    sup = root
-    parts = path.split("/")
-    for i, part in enumerate(parts):
-        if part not in sup.snapshot():
-            return None
-        if i == len(parts) - 1:
-            return sup, part
-        nested = sup.child_supervisor(part)
-        if nested is None:
-            return None
-        sup = nested
-    return None  # pragma: no cover - the loop always returns
-
-
-def known_names(root: Supervisor, prefix: str = "", _depth: int = 0) -> list[str]:
-    """Every addressable child path of the tree under ``root`` (nested as ``outer/inner``)."""
-    out: list[str] = []
-    for name in root.snapshot():
-        out.append(prefix + name)
-        nested = root.child_supervisor(name)
-        if nested is not None and _depth < 16:
-            out.extend(known_names(nested, f"{prefix}{name}/", _depth + 1))
-    return out
+_FORWARDED_STATUS = {"ok": 200, "conflict": 409, "not_found": 404, "unavailable": 503}
 
 
 def _shown(name: str) -> str:
@@ -138,10 +116,12 @@ def _token_digest(value: bytes) -> bytes:
 
 
 def control_routes(*, token: Callable[[], str], supervisor: Supervisor, reloader: Reloader,
-                   counters: KernelCounters | None) -> list[tuple[str, str, Handler]]:
+                   counters: KernelCounters | None,
+                   forward: ForwardControl | None = None) -> list[tuple[str, str, Handler]]:
     """The ``(method, path, handler)`` entries of the control routes (``Metrics.serve``).
 
     ``token`` returns the current ``observability.control_token`` (empty: control off).
+    ``forward`` acts on children that are not in ``supervisor``'s tree (worker processes').
     """
     auth_log = _AuthLog()
 
@@ -227,7 +207,10 @@ def control_routes(*, token: Callable[[], str], supervisor: Supervisor, reloader
                 return refused
             found = resolve_child(supervisor, child)
             if found is None:
-                return unknown_child(request, action, child)
+                pending = forward(action, child) if forward is not None else None
+                if pending is None:
+                    return unknown_child(request, action, child)
+                return await forwarded(request, action, child, pending)
             sup, name = found
             try:
                 refusal = await act(request, sup, name)
@@ -241,6 +224,24 @@ def control_routes(*, token: Callable[[], str], supervisor: Supervisor, reloader
                            "state": info["state"] if info is not None else None}, child)
 
         return handle
+
+    async def forwarded(request: web.Request, action: str, child: str,
+                        pending: Awaitable[Mapping[str, Any]]) -> web.Response:
+        """The answer of the worker process that holds ``child``."""
+        # shielded: a client that hangs up must not leave the worker's child half-restarted
+        reply = await asyncio.shield(asyncio.ensure_future(pending))
+        outcome = reply.get("outcome")
+        if outcome not in _FORWARDED_STATUS:
+            outcome = "unavailable"
+        status = _FORWARDED_STATUS[str(outcome)]
+        body: dict[str, Any] = {"ok": outcome == "ok", "action": action,
+                                "child": _shown(child), "state": reply.get("state")}
+        if outcome != "ok":
+            body["error"] = reply.get("error") or f"no answer about {_shown(child)!r}"
+        if outcome == "not_found":
+            names = [*known_names(supervisor), *reply.get("known", ())]
+            body["known"], body["known_total"] = names[:MAX_LISTED_NAMES], len(names)
+        return answer(request, action, str(outcome), status, body, child)
 
     def conflict(request: web.Request, action: str, sup: Supervisor, name: str,
                  error: str) -> web.Response:

@@ -224,7 +224,7 @@ class KernelCounters:
             "control_requests_total",
             "Requests to /control/* by action (release, restart, reload) and outcome (ok, "
             "unauthorized, not_found, conflict, too_large, disabled, rejected, not_allowed, "
-            "timeout, shutting_down).", ("action", "outcome"))
+            "timeout, shutting_down, unavailable).", ("action", "outcome"))
         # Federation (the nats extra, docs/FEDERATION.md). federation_connected has a series only
         # on a kernel with federation configured: no "down" alert on kernels without it.
         self.federation_connected = g(

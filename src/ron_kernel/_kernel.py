@@ -288,6 +288,14 @@ class Kernel(Generic[M]):
             "workers": {name: pool.status() for name, pool in self._pools.items()},
         }
 
+    def _forward_control(self, action: str, path: str) -> Awaitable[dict[str, Any]] | None:
+        """A control action on a worker process's child (``<pool>/<i>/<child>``), if any."""
+        for pool in self._pools.values():
+            pending = pool.forward_control(action, path)
+            if pending is not None:
+                return pending
+        return None
+
     def _tree(self) -> dict[str, Any]:
         """The root supervisor's snapshot, each worker's own children under its entry."""
         tree: dict[str, Any] = dict(self.supervisor.snapshot())
@@ -346,7 +354,7 @@ class Kernel(Generic[M]):
                 routes += control_routes(
                     token=lambda: self.config.observability.control_token,
                     supervisor=self.supervisor, reloader=self.config_cell,
-                    counters=self.metrics.counters)
+                    counters=self.metrics.counters, forward=self._forward_control)
                 routes += ui_routes()  # the live status page, GET /ui (see _ui.py)
                 self._http_task, self.http_addr = await self.metrics.serve(
                     cfg.observability.addr, extra_routes=routes)

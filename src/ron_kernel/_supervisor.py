@@ -57,6 +57,8 @@ __all__ = [
     "ChildInfo",
     "Supervisor",
     "backoff_delay",
+    "known_names",
+    "resolve_child",
 ]
 
 ABANDON_GRACE: Final[float] = 0.1
@@ -913,3 +915,36 @@ def _warn_no_unregister(child: str) -> None:
 def _retrieve_outcome(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def resolve_child(root: Supervisor, path: str) -> tuple[Supervisor, str] | None:
+    """The supervisor holding the child at ``path`` and its name there, or ``None``.
+
+    A child of ``root`` named exactly ``path`` wins; otherwise ``outer/inner/worker`` walks
+    nested supervisors (children that are themselves a :class:`Supervisor`).
+    """
+    if path in root.snapshot():
+        return root, path
+    sup = root
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if part not in sup.snapshot():
+            return None
+        if i == len(parts) - 1:
+            return sup, part
+        nested = sup.child_supervisor(part)
+        if nested is None:
+            return None
+        sup = nested
+    return None  # pragma: no cover - the loop always returns
+
+
+def known_names(root: Supervisor, prefix: str = "", _depth: int = 0) -> list[str]:
+    """Every addressable child path of the tree under ``root`` (nested as ``outer/inner``)."""
+    out: list[str] = []
+    for name in root.snapshot():
+        out.append(prefix + name)
+        nested = root.child_supervisor(name)
+        if nested is not None and _depth < 16:
+            out.extend(known_names(nested, f"{prefix}{name}/", _depth + 1))
+    return out

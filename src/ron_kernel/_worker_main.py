@@ -48,6 +48,7 @@ from ._exposition import TextWriter, add_labels
 from ._kernel import Kernel
 from ._logging import configure_from_config, get_logger, route_process_output, set_service
 from ._snapshot import decode_config
+from ._supervisor import known_names, resolve_child
 from ._text import cap, printable
 from ._workers import PROTOCOL
 
@@ -423,6 +424,9 @@ class _WorkerLink(asyncio.Protocol):
                 self._prepare(int(message["id"]), message.get("config"))
             elif kind == "commit":
                 self._commit(int(message["id"]))
+            elif kind == "control":
+                self._spawn(self._control(int(message["id"]), str(message["action"]),
+                                          str(message["child"])))
             elif kind == "abort":
                 self._prepared.pop(int(message["id"]), None)
             elif kind == "shutdown":
@@ -460,6 +464,37 @@ class _WorkerLink(asyncio.Protocol):
         except Exception as exc:
             _log.error("worker_scrape_failed", reason=_describe(exc))
             self.send({"t": "metrics", "id": rid, "text": "", "error": _describe(exc)})
+
+    async def _control(self, rid: int, action: str, child: str) -> None:
+        """``release``/``restart`` of one of this worker's children, asked through the parent's
+        ``POST /control/<action>/<pool>/<i>/<child>``; answered as that route answers."""
+        root = self.kernel.supervisor
+        found = resolve_child(root, child)
+        reply: dict[str, Any] = {"t": "controlled", "id": rid}
+        if found is None:
+            names = known_names(root)
+            self.send({**reply, "outcome": "not_found", "known": names[:200],
+                       "error": f"no child named {cap(printable(child), 200)!r}"})
+            return
+        sup, name = found
+        outcome, error = "ok", None
+        try:
+            if action == "release":
+                if not sup.release(name):
+                    outcome, error = "conflict", f"child {name!r} is not quarantined"
+            elif action == "restart":
+                await sup.restart(name)
+            else:
+                outcome, error = "unavailable", f"unknown action {cap(printable(action), 40)!r}"
+        except RuntimeError as exc:  # a restart already running, a stopped supervisor
+            outcome, error = "conflict", str(exc)
+        except KeyError:  # the child went away between the lookup and the action
+            outcome, error = "not_found", f"no child named {name!r}"
+        info = sup.snapshot().get(name)
+        _log.info("control_action", action=action, outcome=outcome,
+                  child=cap(printable(child), 200), via="parent")
+        self.send({**reply, "outcome": outcome, "error": error,
+                   "state": info["state"] if info is not None else None})
 
     def _prepare(self, rid: int, data: Any) -> None:
         try:

@@ -28,7 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from ._channel import FrameDecoder, ProtocolError, encode
@@ -60,6 +60,11 @@ PROTOCOL: Final = 1
 
 SCRAPE_TIMEOUT: Final = 1.0
 """Seconds a worker gets to answer a scrape before its last series are served instead."""
+CONTROL_TIMEOUT: Final = 30.0
+"""Seconds a worker gets to act on a control request for one of its children (a restart
+waits for the child to stop) before the request is answered 503."""
+CONTROL_ACTIONS: Final = ("release", "restart")
+_CONTROL_OUTCOMES: Final = ("ok", "conflict", "not_found", "unavailable")
 
 START_TIMEOUT_FLOOR: Final = 30.0
 """A worker must report up within max(this, 3 x ``workers.heartbeat_timeout``) seconds."""
@@ -256,6 +261,18 @@ class WorkerPool:
         """Every worker's series (fresh, or the last ones of a worker that cannot answer)."""
         texts = await asyncio.gather(*(slot.scrape() for slot in self.slots))
         return [text for text in texts if text]
+
+    # ------------------------------------------------------------------ control
+
+    def forward_control(self, action: str, path: str) -> Awaitable[dict[str, Any]] | None:
+        """Act on ``path`` = ``<pool>/<i>/<child>`` in worker ``i`` (``release`` or
+        ``restart``, as ``POST /control/<action>/<path>``), or ``None`` when ``path`` is not
+        a child of one of this pool's workers."""
+        for slot in self.slots:
+            if path.startswith(slot.prefix) and len(path) > len(slot.prefix) \
+                    and action in CONTROL_ACTIONS:
+                return slot.control(action, path[len(slot.prefix):])
+        return None
 
     # ------------------------------------------------------------------ introspection
 
@@ -466,6 +483,34 @@ class WorkerSlot:
             counters.worker_metrics_age_seconds.set(
                 *labels, value=round(time.monotonic() - self.metrics_at, 3))
         return self.metrics
+
+    # ------------------------------------------------------------------ control
+
+    async def control(self, action: str, child: str) -> dict[str, Any]:
+        """Ask this worker to ``release``/``restart`` its own child ``child`` (a path in its
+        tree); the answer as :data:`~ron_kernel._control.ForwardControl` describes it."""
+        link = self.link
+        if link is None or not link.up or link.failed.done() or link.closing:
+            return {"outcome": "unavailable", "error": f"worker {self.name} is not up"}
+        future = link.request({"t": "control", "id": self.pool.next_id(), "action": action,
+                               "child": child})
+        try:
+            async with asyncio.timeout(CONTROL_TIMEOUT):
+                reply = await future
+        except TimeoutError:
+            return {"outcome": "unavailable",
+                    "error": f"worker {self.name} did not answer within {CONTROL_TIMEOUT:g} s"}
+        except EOFError:
+            return {"outcome": "unavailable", "error": f"worker {self.name} went away"}
+        outcome = reply.get("outcome")
+        state, error, known = reply.get("state"), reply.get("error"), reply.get("known")
+        return {
+            "outcome": outcome if outcome in _CONTROL_OUTCOMES else "unavailable",
+            "state": cap(printable(state), 40) if isinstance(state, str) else None,
+            "error": cap(printable(error), 1500) if isinstance(error, str) else None,
+            "known": [self.prefix + cap(printable(name), 200) for name in known[:200]
+                      if isinstance(name, str)] if isinstance(known, list) else [],
+        }
 
     # ------------------------------------------------------------------ introspection
 
@@ -723,6 +768,7 @@ _HANDLERS: dict[str, Callable[[_Link, dict[str, Any]], None]] = {
     "ready": _Link._on_ready,
     "metrics": _Link._on_reply,
     "prepared": _Link._on_reply,
+    "controlled": _Link._on_reply,
     "fatal": _Link._on_fatal,
     "stop": _Link._on_stop,
     "listen": _Link._on_listen,
