@@ -90,6 +90,16 @@ WIDENED: dict[str, float] = {
     # medians of 3 ranged 4.23..5.35 over five gate runs (-7..+18 % of the 4.54 baseline): GC
     # passes land in the tail of 150 samples. +40 %, not +50 %: +50 % let exactly 1.5x through
     "reload_p95": 0.40,
+    # bus fan-out throughput (8 receivers vs the Queue idiom): the quick cases are best of 3
+    # rounds and recv_many runs ~60 ms (it was one 7 ms round: runs of one ratio 13.8..33.3 on a
+    # quiet machine). Five runs of the new rig: spread 17 % (asyncio recv_many), 10 % (asyncio
+    # recv), 2-4 % (uvloop); on 2026-12-02 the same code and the seed's gave medians 8 % under
+    # the 2026-11-26 baselines, i.e. the machine moves by about the old -10 % allowance by
+    # itself. -20 % still catches a 1.5x slower bus (-33 %).
+    "asyncio:throughput_recv_many_8rx": 0.20,
+    "asyncio:throughput_recv_8rx": 0.20,
+    "uvloop:throughput_recv_many_8rx": 0.20,
+    "uvloop:throughput_recv_8rx": 0.20,
 }
 """Ratios gated with a wider allowance than their class, because their spread needs it."""
 
