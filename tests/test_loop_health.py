@@ -97,7 +97,7 @@ async def test_a_child_blocking_the_loop_is_reported_with_its_file_and_line(caps
         ctx.ready()
         await asyncio.sleep(0.05)
         where["line"] = sys._getframe().f_lineno + 1
-        time.sleep(0.5)  # noqa: ASYNC251 - the culprit: blocks the whole loop
+        time.sleep(1.2)  # noqa: ASYNC251 - the culprit: blocks the whole loop
         resumed.set()
         await ctx.shutdown.wait()
 
@@ -120,13 +120,15 @@ async def test_a_child_blocking_the_loop_is_reported_with_its_file_and_line(caps
     assert len(blocked) == 1 and len(unblocked) == 1  # one line each, not one per check
     [b], [u] = blocked, unblocked
     assert b["level"] == "WARN" and b["component"] == "loop"
-    assert 100 <= b["duration_ms"] < 500  # written while the loop was still blocked
-    assert 500 <= u["duration_ms"] < 5000
+    # written while the loop was still blocked (with room: the watchdog thread may itself wait
+    # for a core on a loaded machine)
+    assert 100 <= b["duration_ms"] < 1200
+    assert 1200 <= u["duration_ms"] < 6000
     assert lines.index(b) < lines.index(u)
     # user code only: no asyncio, stdlib or kernel frame when user frames exist
     assert not any("/asyncio/" in f or "/ron_kernel/" in f for f in b["stack"])
     # counted, and visible on /status
-    assert blocked_total >= 1 and blocked_seconds >= 0.5
+    assert blocked_total >= 1 and blocked_seconds >= 1.2
     assert status["blocks"] >= 1
     assert status["last_block"]["stack"][0] == culprit
     assert status["last_block"]["duration_ms"] == u["duration_ms"]
@@ -164,7 +166,7 @@ async def test_a_block_in_a_busy_loop_is_reported_and_short_stalls_are_not():
         time.sleep(0.05)  # noqa: ASYNC251 - a stall well under the threshold
         await asyncio.sleep(0.4)
         line = sys._getframe().f_lineno + 1
-        time.sleep(0.6)  # noqa: ASYNC251 - a block
+        time.sleep(1.5)  # noqa: ASYNC251 - a block
         await _until(lambda: len(log.events("loop_unblocked")) >= 1)
     finally:
         stop.set()
@@ -173,9 +175,12 @@ async def test_a_block_in_a_busy_loop_is_reported_and_short_stalls_are_not():
     [blocked] = log.events("loop_blocked")
     here = sys._getframe().f_code
     assert blocked["stack"][0] == f"{here.co_filename}:{line} {here.co_qualname}"
-    assert 250 <= blocked["duration_ms"] < 600
+    # reported while the loop was still blocked: after the threshold, before the block ended
+    # (a 0.6 s block was reported at 650 ms once on a loaded machine: the watchdog thread
+    # itself waited for a core; the latency figure is benchmarks/loop_health.py's)
+    assert 250 <= blocked["duration_ms"] < 1500
     [unblocked] = log.events("loop_unblocked")
-    assert unblocked["duration_ms"] >= 600
+    assert unblocked["duration_ms"] >= 1500
 
 
 async def test_the_watchdog_is_a_daemon_thread_joined_within_100ms_of_stop():
