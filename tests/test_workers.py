@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from _procs import alive
 from ron_kernel import Config, KernelEvent, _logging, _workers
 from ron_kernel.bus import Receiver
 from ron_kernel.kernel import Kernel
@@ -73,14 +74,6 @@ def pids(kernel: Kernel[Any], pool: str = "w") -> list[int]:
 
 def up(kernel: Kernel[Any], pool: str = "w") -> bool:
     return all(w["state"] == "up" for w in workers(kernel, pool).values())
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from _procs import alive
 from test_e2e_cli import OBS, PY, Proc, _env, _http, _json, _metric
 
 TESTS = Path(__file__).resolve().parent
@@ -34,14 +35,6 @@ def procs() -> Iterator[list[Proc]]:
         proc.kill()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_run_with_workers_supervises_them_and_drains_them_on_sigterm(cwd, procs):
     kernel = Proc(cwd, ["run", "--workers", "2", "--drain-deadline", "3s", *OBS])
     procs.append(kernel)
@@ -58,7 +51,7 @@ def test_run_with_workers_supervises_them_and_drains_them_on_sigterm(cwd, procs)
     assert _metric(text, "worker_ready", pool="worker", worker="0") == 1.0
     kernel.signal(signal.SIGTERM)
     assert kernel.wait(timeout=3.0 + 5.0) == 0
-    assert not [pid for pid in pids if _alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
     assert '"worker_killed"' not in kernel.err  # they drained in time
 
 

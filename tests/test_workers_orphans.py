@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from _procs import alive
+
 TESTS = Path(__file__).resolve().parent
 
 PARENT = r'''
@@ -44,14 +46,6 @@ asyncio.run(main())
 '''
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize(("mode", "bound"), [("pdeathsig", 2.0), ("fallback", 2.0)])
 def test_workers_exit_by_themselves_when_the_parent_is_killed(mode: str, bound: float,
@@ -63,14 +57,14 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(mode: str, bound: 
         assert parent.stdout is not None
         line = parent.stdout.readline()  # the parent prints once both workers are ready
         pids = json.loads(line)
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
         parent.kill()
         parent.wait(10)
         killed = time.monotonic()
-        while any(_alive(pid) for pid in pids) and time.monotonic() - killed < 10:
+        while any(alive(pid) for pid in pids) and time.monotonic() - killed < 10:
             time.sleep(0.01)
         took = time.monotonic() - killed
-        assert not any(_alive(pid) for pid in pids), f"workers still alive after {took:.2f}s"
+        assert not any(alive(pid) for pid in pids), f"workers still alive after {took:.2f}s"
         # the bound is the contract; the load on a shared machine gets one extra second
         assert took < bound + 1.0, f"{mode}: workers took {took:.2f}s to exit"
     finally:
@@ -78,5 +72,5 @@ def test_workers_exit_by_themselves_when_the_parent_is_killed(mode: str, bound: 
             parent.kill()
             parent.wait(10)
         for pid in pids:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)

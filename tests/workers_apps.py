@@ -236,3 +236,13 @@ def quarantines(kernel: Kernel[Knobs]) -> None:
 
     kernel.supervise("svc", _idle)
     kernel.supervise("bad", bad)
+
+
+def never_ready(kernel: Kernel[Knobs]) -> None:
+    """``waits`` reports readiness and never gets there (nor crashes)."""
+
+    async def waits(ctx: Ctx) -> None:
+        ctx.ready(False)
+        await ctx.shutdown.wait()
+
+    kernel.supervise("waits", waits)

@@ -92,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "follow every kernel of a fleet instead (one JSON line "
                                       "per event with its \"node\") until Ctrl-C, then "
                                       "exit 0.")
-    tail.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
-                      help="the kernel's observability address (default: %(default)s)")
+    _url_option(tail)
     tail.add_argument("--no-retry", action="store_true",
                       help="exit 1 when the connection is lost instead of retrying")
     tail.add_argument("--nats", metavar="NATS_URL",
@@ -108,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Print GET BASE_URL/debug/tasks as a table (the kernel "
                                        "needs observability.debug_endpoints = true). Exit 0, "
                                        "1 when unreachable or refused, 2 for a bad URL.")
-    tasks.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
-                       help="the kernel's observability address (default: %(default)s)")
+    _url_option(tasks)
     tasks.add_argument("--stacks", action="store_true",
                        help="print every frame of each task under its row")
 
@@ -118,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print BASE_URL/status as a table: each child's state, restarts, "
                     "readiness and last crash reason (rich when installed, else plain "
                     "columns). Exit 0, 1 when the kernel cannot be reached, 2 for a bad URL.")
-    status.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
-                        help="the kernel's observability address (default: %(default)s)")
+    _url_option(status)
     status.add_argument("--watch", action="store_true",
                         help="refresh every second until Ctrl-C (then exit 0)")
 
@@ -141,9 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _control_options(parser: argparse.ArgumentParser) -> None:
+def _url_option(parser: argparse.ArgumentParser) -> None:
+    """``--url BASE_URL``: the running kernel a client command talks to."""
     parser.add_argument("--url", default="http://127.0.0.1:9909", metavar="BASE_URL",
                         help="the kernel's observability address (default: %(default)s)")
+
+
+def _control_options(parser: argparse.ArgumentParser) -> None:
+    _url_option(parser)
     parser.add_argument("--token-env", default="RONK_CONTROL_TOKEN", metavar="NAME",
                         help="the environment variable holding the token (default: "
                              "%(default)s); never pass the token itself on the command line")

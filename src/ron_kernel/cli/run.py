@@ -204,14 +204,10 @@ def run_command(args: argparse.Namespace, *, signals: ProcessSignals | None = No
     # only when this is the ron-kernel process, not a caller's Python process.)
     if signals.owns_process:
         route_process_output()
-    try:
-        app, model = _load(args.app)
-    except AppImportError as exc:  # before ValueError: it is one
-        _report_import_failure("ron-kernel: error:", exc, known.get("log.level"))
-        return EXIT_FAILURE
-    except ValueError as exc:
-        say(f"ron-kernel: error: {exc}")
-        return EXIT_USAGE
+    loaded = _load_or_status("ron-kernel: error:", args.app, known)
+    if isinstance(loaded, int):
+        return loaded
+    app, model = loaded
     try:
         config = Config.load(argv=argv, app=model)
     except ConfigError as exc:
@@ -240,12 +236,22 @@ def _prepare(argv: list[str], dont_write_bytecode: bool | None) -> dict[str, Any
     return known
 
 
-def _report_import_failure(prefix: str, exc: AppImportError, level: Any) -> None:
-    """One line; the traceback too with ``--log-level debug`` (or trace)."""
-    say(f"{prefix} {exc}")
-    cause = exc.__cause__
-    if level in ("debug", "trace") and cause is not None:
-        say("".join(traceback.format_exception(cause)).rstrip())
+def _load_or_status(prefix: str, spec: str | None, known: dict[str, Any],
+                    ) -> tuple[Callable[..., Any] | None, type[Any] | None] | int:
+    """:func:`_load`, or the exit status after saying why not: an app module that does not
+    import is 1 (one line; the traceback too with ``--log-level debug`` or trace), a bad spec
+    or a missing module a usage error (2)."""
+    try:
+        return _load(spec)
+    except AppImportError as exc:  # before ValueError: it is one
+        say(f"{prefix} {exc}")
+        cause = exc.__cause__
+        if known.get("log.level") in ("debug", "trace") and cause is not None:
+            say("".join(traceback.format_exception(cause)).rstrip())
+        return EXIT_FAILURE
+    except ValueError as exc:
+        say(f"{prefix} {exc}")
+        return EXIT_USAGE
 
 
 def config_check(args: argparse.Namespace, *, dont_write_bytecode: bool | None = None) -> int:
@@ -264,14 +270,10 @@ def config_check(args: argparse.Namespace, *, dont_write_bytecode: bool | None =
             return EXIT_USAGE
     argv = config_argv(args)
     known = _prepare(argv, dont_write_bytecode)
-    try:
-        _, model = _load(spec)
-    except AppImportError as exc:  # before ValueError: it is one
-        _report_import_failure("config check: error:", exc, known.get("log.level"))
-        return EXIT_FAILURE
-    except ValueError as exc:
-        say(f"config check: error: {exc}")
-        return EXIT_USAGE
+    loaded = _load_or_status("config check: error:", spec, known)
+    if isinstance(loaded, int):
+        return loaded
+    _, model = loaded
     try:
         rows = explain(argv=argv, app=model)  # validates exactly as Config.load does
     except ConfigError as exc:
